@@ -1,0 +1,49 @@
+"""Named presets: `dit-s2` … `dit-xl8`, `sit-s2` … `sit-xl8`, and tiny ones for tests/demo."""
+
+from __future__ import annotations
+
+from genzoo.config import RunConfig
+from genzoo.errors import GenzooError
+
+# name: (depth, hidden, heads) — DiT paper Table 1; SiT uses the same sizes.
+SIZES = {
+    "s": (12, 384, 6),
+    "b": (12, 768, 12),
+    "l": (24, 1024, 16),
+    "xl": (28, 1152, 16),
+}
+TINY = {
+    "tiny": (2, 64, 2),  # unit tests
+    "demo": (6, 192, 3),  # the embedded CPU demo
+}
+
+
+def _names() -> list[str]:
+    out = []
+    for fam in ("dit", "sit"):
+        out += [f"{fam}-{s}{p}" for s in SIZES for p in (2, 4, 8)]
+        out += [f"{fam}-{s}" for s in TINY]
+    return out
+
+
+PRESETS = _names()
+
+
+def preset(name: str) -> RunConfig:
+    """A fresh RunConfig for a preset name (case-insensitive; `DiT-XL/2` is accepted too)."""
+    key = name.lower().replace("/", "")
+    if key not in PRESETS:
+        raise GenzooError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    fam, size = key.split("-", 1)
+    cfg = RunConfig(preset=key, family="diffusion" if fam == "dit" else "flow")
+    m = cfg.model
+    if size in TINY:
+        m.depth, m.hidden_size, m.num_heads = TINY[size]
+        m.patch_size = 2
+    else:
+        m.patch_size = int(size[-1])
+        m.depth, m.hidden_size, m.num_heads = SIZES[size[:-1]]
+    # SiT drops the sigma half of the output; a genzoo-trained SiT does not learn it at all.
+    m.learn_sigma = fam == "dit"
+    cfg.diffusion.learn_sigma = m.learn_sigma
+    return cfg
