@@ -213,6 +213,9 @@ class DiT(nn.Module):
         final = FinalLayer if adaln else TDLNFinalLayer
         self.final_layer = final(cfg, cfg.patch_size**2 * self.out_channels)
         self.rope = AxialRoPE(d // cfg.num_heads, self.grid_size) if cfg.pos == "rope" else None
+        # The training loop draws label dropout from its own seeded generators (exact resume,
+        # same update on any number of processes) and turns the global-RNG draw here off.
+        self.drop_labels_in_forward = True
         self.initialize_weights()
 
     @property
@@ -269,7 +272,7 @@ class DiT(nn.Module):
         tokens = self.x_embedder(x)
         if self.pos_embed is not None:
             tokens = tokens + self.pos_embed
-        c = self.y_embedder(y, self.training)
+        c = self.y_embedder(y, self.training and self.drop_labels_in_forward)
         if self.t_embedder is not None:
             c = self.t_embedder(t) + c
         if cond_transform is not None:
