@@ -93,7 +93,7 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(d) - names)
     if unknown:
         raise GenzooError(
-            f"unknown config key {where}{unknown[0]!r}; known keys here: {', '.join(sorted(names))}"
+            f"unknown config key {where + unknown[0]!r}; known keys here: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for k, v in d.items():
@@ -173,3 +173,30 @@ def apply_overrides(cfg: Any, assignments: list[str] | None) -> Any:
     for a in assignments or []:
         apply_override(cfg, a)
     return cfg
+
+
+@dataclass
+class SampleConfig:
+    """Settings of `genzoo sample` (each flag is a field; `--set` reaches them too)."""
+
+    run: str = ""  # a genzoo run directory …
+    official: str = ""  # … or an official checkpoint kind: "dit" | "sit"
+    weights: str = ""  # official weights file (.pt / .safetensors)
+    vae: str = "stabilityai/sd-vae-ft-mse"  # decoder for official latent models (folder or hub id)
+    official_preset: str = ""  # e.g. "DiT-XL/2"; empty: inferred from the weights
+    image_size: int = 256
+    num: int = 0
+    per_class: int = 0
+    cfg: float = 1.0
+    cfg_interval: tuple[float, ...] = ()  # (lo, hi) noise-level interval; empty: everywhere
+    cfg_channels: int = -1  # -1: family default (3 for official checkpoints)
+    sampler: str = ""
+    steps: int = 0
+    eta: float = 0.0  # ddim
+    seed: int = 0
+    batch_size: int = 32
+    out: str = "samples.npz"
+    grid: str = ""
+    device: str = ""
+    tf32: bool = False  # the official DiT/SiT scripts enable TF32 on GPU
+    quiet: bool = False

@@ -1,0 +1,27 @@
+"""Exponential moving average of the weights (what is sampled and evaluated)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(model).eval()
+    ema.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1−decay)·model, over every parameter (frozen tables included)."""
+    e = list(ema.parameters())
+    m = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(e, m, 1.0 - decay)
+
+
+def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
+    """Optional early warm-up: the average forgets the random init quickly (as in many DiT forks)."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay

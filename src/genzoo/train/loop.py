@@ -1,0 +1,250 @@
+"""The one training loop: every family, one process or many (`torchrun`), CPU or GPU.
+
+Per step: `accum` micro-batches → tokenizer.encode (unless latents are cached) → label dropout →
+family.loss(net) → backward (gradients all-reduced by DDP on the last micro-batch) → clip →
+AdamW → EMA. Every random draw of a micro-batch comes from a generator seeded by (seed, step,
+micro-batch index), so a resumed run repeats an uninterrupted one bit for bit, and the update does
+not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from genzoo.build import build_data_and_tokenizer, build_model, incompatible_fields, resolve
+from genzoo.config import RunConfig
+from genzoo.errors import GenzooError
+from genzoo.families import build_family
+from genzoo.train import checkpoint as ck
+from genzoo.train.distributed import Dist, all_reduce_mean, barrier, init_distributed
+from genzoo.train.ema import ema_decay_at, make_ema, update_ema
+from genzoo.train.loader import micro_batches, seed_for
+from genzoo.train.logger import RunLogger
+from genzoo.train.progress import Progress
+
+CONFIG_FILE = "config.json"
+CLASSES_FILE = "classes.json"
+
+
+def prepare_run_dir(cfg: RunConfig, out: Path, d: Dist) -> bool:
+    """Create or validate the run directory. Returns True when resuming an existing run."""
+    cfg_file = out / CONFIG_FILE
+    if cfg_file.is_file():
+        old = RunConfig.load(cfg_file)
+        diffs = incompatible_fields(old, cfg)
+        if diffs:
+            raise GenzooError(
+                f"{out} holds a run with a different configuration, so it cannot be resumed:\n  "
+                + "\n  ".join(diffs)
+                + "\nUse a new --out directory, or repeat the run's original settings "
+                "(only --steps and logging/eval settings may change)."
+            )
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GenzooError(
+            f"--out {out} exists and is not a genzoo run (no {CONFIG_FILE}); "
+            "choose a new directory or an existing run directory to resume"
+        )
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def _precision(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    p = cfg.train.precision
+    if p == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if p == "bf16":
+        return torch.bfloat16
+    if p == "fp32":
+        return None
+    raise GenzooError(f"train.precision={p!r}: choose auto, fp32 or bf16")
+
+
+def drop_labels(y: torch.Tensor, p: float, null: int, g: torch.Generator) -> torch.Tensor:
+    """Classifier-free-guidance label dropout, drawn from the micro-batch generator."""
+    if p <= 0:
+        return y
+    drop = torch.rand(y.shape, generator=g, device=g.device) < p
+    return torch.where(drop.to(y.device), torch.full_like(y, null), y)
+
+
+def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path:
+    out = Path(out)
+    d = init_distributed(device)
+    t = cfg.train
+    if t.batch_size % (d.world * t.grad_accum):
+        raise GenzooError(
+            f"--batch-size {t.batch_size} must be divisible by processes ({d.world}) × "
+            f"grad_accum ({t.grad_accum})"
+        )
+    dataset, tokenizer = build_data_and_tokenizer(cfg)
+    cfg = resolve(cfg, dataset, tokenizer)
+    resuming = prepare_run_dir(cfg, out, d)
+    barrier(d)
+    if d.is_main:
+        cfg.save(out / CONFIG_FILE)
+        names = getattr(dataset, "class_names", None)
+        if names:
+            (out / CLASSES_FILE).write_text(json.dumps(list(names)) + "\n")
+
+    torch.manual_seed(seed_for(t.seed, 0x1D17))  # initial weights depend on the seed alone
+    model = build_model(cfg).to(d.device)
+    model.drop_labels_in_forward = False  # drop_labels() below does it, from seeded generators
+    ema = make_ema(model)
+    family = build_family(cfg)
+    tokenizer = tokenizer.to(d.device)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=t.lr,
+        betas=tuple(t.betas),
+        weight_decay=t.weight_decay,
+    )
+
+    start = 0
+    ckpt = ck.latest_checkpoint(out) if resuming else None
+    if ckpt is not None:
+        ck.load_weights(model, ckpt.path / "model.safetensors")
+        ck.load_weights(ema, ckpt.path / "ema.safetensors")
+        opt.load_state_dict(ck.load_state(ckpt)["optimizer"])
+        start = ckpt.step
+    if d.is_main:
+        ck.clean_partial(out)
+    if start >= t.steps:
+        if d.is_main and not t.quiet:
+            print(f"{out}: already at step {start} ≥ --steps {t.steps}; nothing to do")
+        return out
+
+    net = model
+    if d.enabled:
+        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    if t.compile:
+        net = torch.compile(net)
+    amp = _precision(cfg, d.device)
+    null = cfg.model.num_classes
+    is_latent = getattr(dataset, "is_latent", False)
+    batches = micro_batches(
+        dataset,
+        batch_size=t.batch_size,
+        world=d.world,
+        rank=d.rank,
+        accum=t.grad_accum,
+        seed=t.seed,
+        hflip=cfg.data.hflip,
+        start_step=start,
+        workers=cfg.data.workers,
+    )
+    logger = RunLogger(out, enabled=d.is_main)
+    progress = Progress(t.steps, start, enabled=d.is_main and not t.quiet)
+    hooks = _Hooks(cfg, out, d, ema, family, tokenizer, dataset)
+    model.train()
+    step = start
+    last_log, imgs_since = time.perf_counter(), 0
+    try:
+        while step < t.steps:
+            opt.zero_grad(set_to_none=True)
+            totals: dict[str, float] = {}
+            for a in range(t.grad_accum):
+                x, y = next(batches)
+                x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+                g = torch.Generator(d.device).manual_seed(
+                    seed_for(t.seed, step, a * d.world + d.rank)
+                )
+                with torch.no_grad():
+                    z = x.float() if is_latent else tokenizer.encode(_to_float(x), generator=g)
+                y = drop_labels(y, cfg.model.class_dropout_prob, null, g)
+                sync = a == t.grad_accum - 1 or not d.enabled
+                with (
+                    contextlib.nullcontext() if sync else net.no_sync(),
+                    torch.autocast(d.device.type, dtype=amp, enabled=amp is not None),
+                ):
+                    losses = family.loss(net, z, y, generator=g)
+                (losses["loss"] / t.grad_accum).backward()
+                for k, v in losses.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / t.grad_accum
+            loss = all_reduce_mean(torch.tensor(totals["loss"], device=d.device), d).item()
+            if not math.isfinite(loss):
+                last = ck.latest_checkpoint(out)
+                raise GenzooError(
+                    f"loss became {loss} at step {step + 1}; stopped without saving. The last "
+                    f"good checkpoint is {last.path if last else '(none yet)'}. Lower --set "
+                    "train.lr or enable train.grad_clip, then re-run to resume from it."
+                )
+            for group in opt.param_groups:
+                group["lr"] = t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup else t.lr
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                if t.grad_clip > 0
+                else None
+            )
+            opt.step()
+            update_ema(ema, model, ema_decay_at(step, t.ema_decay, t.ema_warmup))
+            step += 1
+            imgs_since += t.batch_size
+            progress.update(step, loss)
+            if step % t.log_every == 0 or step == t.steps:
+                now = time.perf_counter()
+                scalars = {k: v for k, v in totals.items()}
+                scalars["loss"] = loss
+                scalars["img_per_s"] = imgs_since / max(now - last_log, 1e-9)
+                scalars["lr"] = opt.param_groups[0]["lr"]
+                if grad_norm is not None:
+                    scalars["grad_norm"] = float(grad_norm)
+                logger.log(step, scalars)
+                last_log, imgs_since = now, 0
+            if step % t.ckpt_every == 0 or step == t.steps:
+                if d.is_main:
+                    ck.save_checkpoint(
+                        out, step, model, ema, opt, {"position": step * t.batch_size}, t.keep_ckpts
+                    )
+                barrier(d)
+            hooks.after_step(step, logger)
+    finally:
+        progress.close()
+        logger.close()
+    return out
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    from genzoo.data.transforms import to_float
+
+    return to_float(x)
+
+
+class _Hooks:
+    """Periodic sample grids and evaluations of the EMA model (rank 0 only)."""
+
+    def __init__(self, cfg, out, d, ema, family, tokenizer, dataset):
+        self.cfg, self.out, self.d = cfg, out, d
+        self.ema, self.family, self.tokenizer, self.dataset = ema, family, tokenizer, dataset
+
+    def _pipeline(self):
+        from genzoo.pipeline import Pipeline
+
+        names = getattr(self.dataset, "class_names", None)
+        return Pipeline(self.ema, self.family, self.tokenizer, self.cfg, self.d.device, names)
+
+    def after_step(self, step: int, logger: RunLogger) -> None:
+        t = self.cfg.train
+        final = step == t.steps
+        if self.d.is_main and ((t.grid_every and step % t.grid_every == 0) or final):
+            pipe = self._pipeline()
+            path = pipe.save_grid(
+                self.out / "samples" / f"grid-{step:07d}.png", cfg=t.grid_cfg, steps=t.grid_steps
+            )
+            if final:
+                (self.out / "grid.png").write_bytes(path.read_bytes())
+        if t.eval_every and (step % t.eval_every == 0 or final):
+            if self.d.is_main:
+                from genzoo.train.evaluation import evaluate_during_training
+
+                scalars = evaluate_during_training(self._pipeline(), t)
+                logger.log(step, scalars)
+            barrier(self.d)

@@ -1,0 +1,151 @@
+"""The training loop: run directory, exact resume, continuation, DDP equivalence, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_TRAIN, run_cli
+from safetensors.torch import load_file
+
+from genzoo.cli import main
+from genzoo.errors import GenzooError
+from genzoo.train.checkpoint import latest_checkpoint, list_checkpoints
+
+
+def _weights(run, name="ema"):
+    return load_file(str(latest_checkpoint(run).path / f"{name}.safetensors"))
+
+
+def test_run_directory_holds_everything(tiny_run):
+    assert json.loads((tiny_run / "config.json").read_text())["model"]["input_size"] == 16
+    ckpt = latest_checkpoint(tiny_run)
+    assert ckpt.step == 2
+    for f in ("model.safetensors", "ema.safetensors", "state.pt"):
+        assert (ckpt.path / f).is_file()
+    state = torch.load(ckpt.path / "state.pt", weights_only=False)
+    assert state["step"] == 2 and state["position"] == 16 and "state" in state["optimizer"]
+    rows = [json.loads(x) for x in (tiny_run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["loss"] > 0 and r["img_per_s"] > 0 for r in rows)
+    assert any((tiny_run / "tb").iterdir())
+    from PIL import Image
+
+    grid = Image.open(tiny_run / "grid.png")
+    assert grid.size[1] > 10 * 16  # one row per class (10 shape classes)
+    assert json.loads((tiny_run / "classes.json").read_text())[:1]
+
+
+@pytest.mark.slow
+def test_resume_in_a_new_process_is_bit_identical(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", *TINY_TRAIN, "--steps", "4", "--out", str(straight)]) == 0
+    assert main(["train", *TINY_TRAIN, "--steps", "2", "--out", str(resumed)]) == 0
+    run_cli("train", *TINY_TRAIN, "--steps", "4", "--out", str(resumed))
+    assert latest_checkpoint(resumed).step == 4
+    for name in ("ema", "model"):
+        a, b = _weights(straight, name), _weights(resumed, name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
+    # A different seed really changes the weights, so the equality above is not vacuous.
+    other = tmp_path / "other"
+    main(["train", *TINY_TRAIN, "--steps", "4", "--seed", "1", "--out", str(other)])
+    assert not torch.equal(_weights(other)["final_layer.linear.weight"], a["final_layer.linear.weight"])
+
+
+def test_finished_run_continues_with_more_steps_and_keeps_old_settings(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "cont"
+    shutil.copytree(tiny_run, run)
+    # Only --out and --steps: the run's own config is the base.
+    assert main(["train", "--out", str(run), "--steps", "3", "--quiet", "--device", "cpu"]) == 0
+    assert [c.step for c in list_checkpoints(run)] == [2, 3]
+
+
+def test_changing_the_model_or_data_on_resume_is_refused(tiny_run, capsys):
+    argv = ["train", *TINY_TRAIN, "--steps", "3", "--out", str(tiny_run)]
+    argv[argv.index("16")] = "32"  # --res 16 → 32
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "data.res: run has 16, command asks for 32" in err and "new --out" in err
+    assert latest_checkpoint(tiny_run).step == 2  # nothing touched
+
+
+def test_out_pointing_at_a_non_run_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["train", *TINY_TRAIN, "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert "is not a genzoo run" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_bad_resolution_and_unknown_names_are_clear(tmp_path, capsys):
+    argv = ["train", *TINY_TRAIN, "--steps", "1", "--res", "18", "--set", "model.patch_size=4"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "resolution 18 is not divisible by patch size 4" in capsys.readouterr().err
+    assert main(["train", *TINY_TRAIN, "--steps", "1", "--data", "cifar", "--out", str(tmp_path / "b")]) == 2
+    assert "cifar" in capsys.readouterr().err
+    assert main(["train", *TINY_TRAIN, "--steps", "1", "--set", "model.widht=3", "--out", str(tmp_path / "c")]) == 2
+    assert "model.widht" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from genzoo.config import apply_overrides
+    from genzoo.train import loop
+    from genzoo.zoo.presets import preset
+
+    real = loop.build_family
+
+    def poisoned(cfg):
+        fam = real(cfg)
+        calls = {"n": 0}
+        loss = fam.loss
+
+        def bad_loss(*a, **k):
+            calls["n"] += 1
+            out = loss(*a, **k)
+            if calls["n"] == 3:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+        fam.loss = bad_loss
+        return fam
+
+    monkeypatch.setattr(loop, "build_family", poisoned)
+    cfg = preset("dit-tiny")
+    apply_overrides(cfg, ["data.res=16", "train.batch_size=8", "train.steps=5",
+                          "train.ckpt_every=2", "train.quiet=true"])  # fmt: skip
+    with pytest.raises(GenzooError, match="loss became nan at step 3.*step-0000002"):
+        loop.train(cfg, tmp_path / "run", device="cpu")
+    assert [c.step for c in list_checkpoints(tmp_path / "run")] == [2]
+
+
+def test_partial_checkpoint_is_ignored_and_cleaned(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "crashed"
+    shutil.copytree(tiny_run, run)
+    junk = run / "checkpoints" / ".tmp-step-0000003-999"
+    junk.mkdir()
+    (junk / "model.safetensors").write_bytes(b"truncated")
+    assert latest_checkpoint(run).step == 2
+    assert main(["train", "--out", str(run), "--steps", "3", "--quiet", "--device", "cpu"]) == 0
+    assert not junk.exists() and latest_checkpoint(run).step == 3
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_make_the_same_update_as_one(tmp_path):
+    """Same global batch of 8: 2 processes × 4 vs 1 process × 2 accumulation steps × 4."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    run_cli("train", *TINY_TRAIN, "--steps", "2", "--out", str(two), torchrun=2)
+    main(["train", *TINY_TRAIN, "--steps", "2", "--grad-accum", "2", "--out", str(one)])
+    a, b = _weights(two, "model"), _weights(one, "model")
+    moved = False
+    init = torch.load(latest_checkpoint(one).path / "state.pt", weights_only=False)
+    assert init["step"] == 2
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+        moved |= bool(a[k].abs().sum() > 0)
+    assert moved
