@@ -20,7 +20,9 @@ from genzoo.train.ema import make_ema, update_ema
 from genzoo.zoo.presets import preset
 
 
-def measure(name: str, batch: int, steps: int, warmup: int, device: str, bf16: bool, compile_: bool):
+def measure(
+    name: str, batch: int, steps: int, warmup: int, device: str, bf16: bool, compile_: bool
+):
     cfg = preset(name)
     cfg.model.input_size, cfg.model.in_channels = 32, 4
     torch.manual_seed(0)

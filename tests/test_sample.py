@@ -12,8 +12,19 @@ from genzoo.generate import make_labels
 
 
 def _sample(run, out, *extra):
-    argv = ["sample", "--run", str(run), "--out", str(out), "--steps", "3", "--quiet",
-            "--device", "cpu", *extra]  # fmt: skip
+    argv = [
+        "sample",
+        "--run",
+        str(run),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--quiet",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     assert main(argv) == 0
     return np.load(out)
 
@@ -30,8 +41,12 @@ def test_npz_is_adm_format_and_independent_of_batch_size(tiny_run, tmp_path):
 
 
 def test_stochastic_sampler_is_independent_of_batch_size(tiny_run, tmp_path):
-    a = _sample(tiny_run, tmp_path / "a.npz", "--num", "5", "--batch-size", "2", "--sampler", "ddpm")
-    b = _sample(tiny_run, tmp_path / "b.npz", "--num", "5", "--batch-size", "5", "--sampler", "ddpm")
+    a = _sample(
+        tiny_run, tmp_path / "a.npz", "--num", "5", "--batch-size", "2", "--sampler", "ddpm"
+    )
+    b = _sample(
+        tiny_run, tmp_path / "b.npz", "--num", "5", "--batch-size", "5", "--sampler", "ddpm"
+    )
     np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
 
 
@@ -64,16 +79,50 @@ def test_interrupted_sampling_leaves_no_file_under_the_final_name(tiny_run, tmp_
 
     monkeypatch.setattr(pipeline.Pipeline, "sample", interrupt)
     out = tmp_path / "s.npz"
-    assert main(["sample", "--run", str(tiny_run), "--out", str(out), "--num", "6",
-                 "--batch-size", "2", "--steps", "2", "--quiet", "--device", "cpu"]) == 130  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(tiny_run),
+                "--out",
+                str(out),
+                "--num",
+                "6",
+                "--batch-size",
+                "2",
+                "--steps",
+                "2",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 130
+    )
     assert not out.exists()
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_write_the_same_single_file(tiny_run, tmp_path):
     one = _sample(tiny_run, tmp_path / "one.npz", "--num", "7", "--batch-size", "3")
-    run_cli("sample", "--run-dir", str(tiny_run), "--out", str(tmp_path / "two.npz"), "--num-samples", "7",
-            "--batch-size", "3", "--steps", "3", "--quiet", "--device", "cpu", torchrun=2)  # fmt: skip
+    run_cli(
+        "sample",
+        "--run-dir",
+        str(tiny_run),
+        "--out",
+        str(tmp_path / "two.npz"),
+        "--num-samples",
+        "7",
+        "--batch-size",
+        "3",
+        "--steps",
+        "3",
+        "--quiet",
+        "--device",
+        "cpu",
+        torchrun=2,
+    )
     two = np.load(tmp_path / "two.npz")
     np.testing.assert_array_equal(one["arr_0"], two["arr_0"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]  # no parts left
@@ -90,9 +139,40 @@ def test_python_api_load_and_sample(tiny_run):
 
 
 def test_bad_sample_arguments(tiny_run, tmp_path, capsys):
-    assert main(["sample", "--run", str(tiny_run), "--out", str(tmp_path / "x.npz"),
-                 "--num", "2", "--sampler", "dpm9", "--device", "cpu", "--quiet"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(tiny_run),
+                "--out",
+                str(tmp_path / "x.npz"),
+                "--num",
+                "2",
+                "--sampler",
+                "dpm9",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "dpm9" in capsys.readouterr().err
-    assert main(["sample", "--run", str(tmp_path), "--out", str(tmp_path / "x.npz"),
-                 "--num", "2", "--device", "cpu"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "x.npz"),
+                "--num",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "not a genzoo run" in capsys.readouterr().err

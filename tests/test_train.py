@@ -52,7 +52,9 @@ def test_resume_in_a_new_process_is_bit_identical(tmp_path):
     # A different seed really changes the weights, so the equality above is not vacuous.
     other = tmp_path / "other"
     main(["train", *TINY_TRAIN, "--steps", "4", "--seed", "1", "--out", str(other)])
-    assert not torch.equal(_weights(other)["final_layer.linear.weight"], a["final_layer.linear.weight"])
+    assert not torch.equal(
+        _weights(other)["final_layer.linear.weight"], a["final_layer.linear.weight"]
+    )
 
 
 def test_finished_run_continues_with_more_steps_and_keeps_old_settings(tiny_run, tmp_path):
@@ -85,9 +87,28 @@ def test_bad_resolution_and_unknown_names_are_clear(tmp_path, capsys):
     argv = ["train", *TINY_TRAIN, "--steps", "1", "--res", "18", "--set", "model.patch_size=4"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 2
     assert "resolution 18 is not divisible by patch size 4" in capsys.readouterr().err
-    assert main(["train", *TINY_TRAIN, "--steps", "1", "--data", "cifar", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            ["train", *TINY_TRAIN, "--steps", "1", "--data", "cifar", "--out", str(tmp_path / "b")]
+        )
+        == 2
+    )
     assert "cifar" in capsys.readouterr().err
-    assert main(["train", *TINY_TRAIN, "--steps", "1", "--set", "model.widht=3", "--out", str(tmp_path / "c")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *TINY_TRAIN,
+                "--steps",
+                "1",
+                "--set",
+                "model.widht=3",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 2
+    )
     assert "model.widht" in capsys.readouterr().err
 
 
@@ -115,8 +136,16 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
 
     monkeypatch.setattr(loop, "build_family", poisoned)
     cfg = preset("dit-tiny")
-    apply_overrides(cfg, ["data.res=16", "train.batch_size=8", "train.steps=5",
-                          "train.ckpt_every=2", "train.quiet=true"])  # fmt: skip
+    apply_overrides(
+        cfg,
+        [
+            "data.res=16",
+            "train.batch_size=8",
+            "train.steps=5",
+            "train.ckpt_every=2",
+            "train.quiet=true",
+        ],
+    )
     with pytest.raises(GenzooError, match="loss became nan at step 3.*step-0000002"):
         loop.train(cfg, tmp_path / "run", device="cpu")
     assert [c.step for c in list_checkpoints(tmp_path / "run")] == [2]
@@ -142,10 +171,8 @@ def test_two_gloo_processes_make_the_same_update_as_one(tmp_path):
     run_cli("train", *TINY_TRAIN, "--steps", "2", "--out", str(two), torchrun=2)
     main(["train", *TINY_TRAIN, "--steps", "2", "--grad-accum", "2", "--out", str(one)])
     a, b = _weights(two, "model"), _weights(one, "model")
-    moved = False
-    init = torch.load(latest_checkpoint(one).path / "state.pt", weights_only=False)
-    assert init["step"] == 2
+    assert latest_checkpoint(two).step == 2
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
-        moved |= bool(a[k].abs().sum() > 0)
-    assert moved
+    # ...and the update is not nothing: the final layer starts at zero and has moved.
+    assert a["final_layer.linear.weight"].abs().max() > 0

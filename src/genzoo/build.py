@@ -1,4 +1,4 @@
-"""Assemble a generator from a RunConfig: tokenizer + family + backbone, with derived sizes filled in."""
+"""Assemble a generator from a RunConfig: tokenizer + family + backbone, derived sizes filled."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def resolve(cfg: RunConfig, dataset, tokenizer) -> RunConfig:
     m.num_classes = dataset.num_classes
     m.learn_sigma = cfg.family == "diffusion" and cfg.diffusion.learn_sigma
     if m.time_cond == "tdln":  # TD-LN reads time in [0, 1]; diffusion feeds integer indices
-        m.tdln_time_scale = 1.0 / cfg.diffusion.diffusion_steps if cfg.family == "diffusion" else 1.0
+        m.tdln_time_scale = (
+            1.0 / cfg.diffusion.diffusion_steps if cfg.family == "diffusion" else 1.0
+        )
     return cfg
 
 

@@ -1,10 +1,10 @@
 """A loaded generator: backbone + family + tokenizer, sampling labels into uint8 images.
 
-    pipe = genzoo.load("runs/dit-s2")            # a genzoo run (EMA weights of its newest checkpoint)
-    images = pipe.sample([0, 1, 2], sampler="heun", steps=50, cfg=1.5, seed=0)  # uint8 NHWC
+pipe = genzoo.load("runs/dit-s2")            # a genzoo run (EMA weights of its newest checkpoint)
+images = pipe.sample([0, 1, 2], sampler="heun", steps=50, cfg=1.5, seed=0)  # uint8 NHWC
 
-    pipe = genzoo.load_official("dit", "DiT-XL-2-256x256.pt", vae="sd-vae-ft-mse")
-    z = pipe.sample_latents(y, noise=z0, sampler="ddpm", steps=250, cfg=1.5)
+pipe = genzoo.load_official("dit", "DiT-XL-2-256x256.pt", vae="sd-vae-ft-mse")
+z = pipe.sample_latents(y, noise=z0, sampler="ddpm", steps=250, cfg=1.5)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`genzoo sample`: a run or an official checkpoint → one ADM npz (and a grid), under torchrun too."""
+"""`genzoo sample`: a run or an official checkpoint → one ADM npz (and a grid), torchrun too."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def run_sample(cfg: SampleConfig) -> None:
             **options,
         )
         if path is not None and not cfg.quiet:
-            print(f"wrote {path} ({len(labels)} images)" + (f", grid {cfg.grid}" if cfg.grid else ""))
+            print(
+                f"wrote {path} ({len(labels)} images)" + (f", grid {cfg.grid}" if cfg.grid else "")
+            )
     finally:
         shutdown(d)

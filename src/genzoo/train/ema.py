@@ -23,5 +23,5 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
-    """Optional early warm-up: the average forgets the random init quickly (as in many DiT forks)."""
+    """Optional early warm-up: the average forgets the random init quickly."""
     return min(decay, (1 + step) / (10 + step)) if warmup else decay

@@ -1,4 +1,4 @@
-"""`genzoo.load_official`: published DiT / SiT weights as a Pipeline that samples like the originals."""
+"""`genzoo.load_official`: published DiT / SiT weights as a Pipeline sampling like the originals."""
 
 from __future__ import annotations
 
