@@ -176,3 +176,37 @@ def test_two_gloo_processes_make_the_same_update_as_one(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     # ...and the update is not nothing: the final layer starts at zero and has moved.
     assert a["final_layer.linear.weight"].abs().max() > 0
+
+
+@pytest.mark.slow
+def test_training_from_cached_latents_and_sampling_through_the_vae(tmp_path):
+    """Encode once with a (tiny, random) KL-VAE, train from the cache, sample images back."""
+    from diffusers import AutoencoderKL
+
+    from genzoo.data.latents import encode_dataset
+    from genzoo.data.shapes import ShapesDataset
+    from genzoo.tokenizers import build_tokenizer
+
+    torch.manual_seed(0)
+    AutoencoderKL(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=16,
+    ).save_pretrained(tmp_path / "vae")
+    spec = f"kl-vae:{tmp_path / 'vae'}"
+    encode_dataset(ShapesDataset(16, length=24), build_tokenizer(spec), tmp_path / "cache")
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "dit-tiny", "--data", f"latents:{tmp_path / 'cache'}"]
+    argv += ["--res", "16", "--batch-size", "4", "--steps", "2", "--quiet", "--device", "cpu"]
+    assert main([*argv, "--out", str(run), "--set", "train.grid_steps=2"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["tokenizer"]["spec"] == spec and cfg["model"]["input_size"] == 8
+    assert cfg["model"]["in_channels"] == 4
+    import genzoo
+
+    images = genzoo.load(run, device="cpu").sample([0, 1], steps=2)
+    assert images.shape == (2, 16, 16, 3) and images.dtype.name == "uint8"

@@ -147,6 +147,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     model.train()
     step = start
     last_log, imgs_since = time.perf_counter(), 0
+    step_start = last_log
     try:
         while step < t.steps:
             opt.zero_grad(set_to_none=True)
@@ -188,7 +189,9 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
             update_ema(ema, model, ema_decay_at(step, t.ema_decay, t.ema_warmup))
             step += 1
             imgs_since += t.batch_size
-            progress.update(step, loss)
+            now = time.perf_counter()
+            progress.update(step, loss, t.batch_size / max(now - step_start, 1e-9))
+            step_start = now
             if step % t.log_every == 0 or step == t.steps:
                 now = time.perf_counter()
                 scalars = {k: v for k, v in totals.items()}

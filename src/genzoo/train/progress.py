@@ -6,8 +6,8 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total: int, start: int, enabled: bool = True, batch_size: int = 0):
-        self.batch_size = batch_size
+    def __init__(self, total: int, start: int, enabled: bool = True):
+        self.rate: float | None = None  # smoothed img/s
         self.bar = (
             tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
             if enabled
@@ -20,7 +20,8 @@ class Progress:
         self.bar.update(step - self.bar.n)
         post = {"loss": f"{loss:.4f}"}
         if img_per_s is not None:
-            post["img/s"] = f"{img_per_s:.1f}"
+            self.rate = img_per_s if self.rate is None else 0.9 * self.rate + 0.1 * img_per_s
+            post["img/s"] = f"{self.rate:.1f}"
         self.bar.set_postfix(post, refresh=False)
 
     def close(self) -> None:
