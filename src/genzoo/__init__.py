@@ -1,10 +1,10 @@
 """genzoo: train, sample and evaluate class-conditional image generators.
 
-    import genzoo
-    pipe = genzoo.load("runs/my-dit")                                  # a genzoo run
-    pipe = genzoo.load_official("dit", "DiT-XL-2-256x256.pt", vae=PATH)  # published weights
-    images = pipe.sample(labels, sampler="ddpm", steps=250, cfg=1.5, seed=0)  # uint8 NHWC
-    scores = genzoo.evaluate("samples.npz", "VIRTUAL_imagenet256_labeled.npz", ["fid", "is"])
+import genzoo
+pipe = genzoo.load("runs/my-dit")                                  # a genzoo run
+pipe = genzoo.load_official("dit", "DiT-XL-2-256x256.pt", vae=PATH)  # published weights
+images = pipe.sample(labels, sampler="ddpm", steps=250, cfg=1.5, seed=0)  # uint8 NHWC
+scores = genzoo.evaluate("samples.npz", "VIRTUAL_imagenet256_labeled.npz", ["fid", "is"])
 """
 
 __version__ = "0.1.0"

@@ -162,17 +162,18 @@ def iter_npz_images(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
             )
 
 
-def _read_exact(fp: IO[bytes], size: int, path: str | Path, start: int) -> bytes:
-    chunks, remaining = [], size
-    while remaining > 0:
-        chunk = fp.read(remaining)
-        if not chunk:
+def _read_exact(fp: IO[bytes], size: int, path: str | Path, start: int) -> bytearray:
+    """Exactly `size` bytes into a fresh (writable) buffer."""
+    buffer = bytearray(size)
+    view, filled = memoryview(buffer), 0
+    while filled < size:
+        n = fp.readinto(view[filled:])
+        if not n:
             raise GenzooError(
                 f"{path}: arr_0 ends early near image {start} (file truncated?); re-create it"
             )
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        filled += n
+    return buffer
 
 
 def read_npz_labels(path: str | Path) -> np.ndarray | None:
@@ -222,7 +223,9 @@ class NpzWriter:
         self._zip = zipfile.ZipFile(self._tmp, mode="w", compression=zipfile.ZIP_STORED)
 
     def write_array(self, key: str, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+            array = array.copy(order="C")
         with self._zip.open(f"{key}.npy", mode="w", force_zip64=True) as fp:
             np.lib.format.write_array(fp, array, allow_pickle=False)
 
