@@ -179,12 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    try:
-        from genzoo.metrics.cli import add_parsers
-    except ImportError:
-        pass
-    else:
-        add_parsers(sub)
+    from genzoo.metrics.cli import add_parsers
+
+    add_parsers(sub)  # eval, ref, train-classifier
     return parser
 
 
