@@ -131,18 +131,9 @@ def test_export_refuses_non_official_switches(tmp_path, capsys):
 
 
 def test_latent_pipeline_decodes_with_a_local_vae(tmp_path, dit_file):
-    from diffusers import AutoencoderKL
+    from conftest import tiny_vae
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-    )
+    vae = tiny_vae()
     vae.save_pretrained(tmp_path / "vae")
     pipe = genzoo.load_official("dit", dit_file, vae=str(tmp_path / "vae"), device="cpu", **SMALL)
     images = pipe.sample([1, 2, 3], sampler="ddim", steps=3, cfg=1.5, seed=0)

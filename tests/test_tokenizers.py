@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_vae
 from diffusers import AutoencoderKL
 
 from genzoo.errors import GenzooError
@@ -9,18 +10,7 @@ from genzoo.tokenizers import build_tokenizer
 
 
 def _tiny_vae() -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    ).eval()
+    return tiny_vae()
 
 
 @pytest.fixture(scope="module")

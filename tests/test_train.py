@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, run_cli
+from conftest import TINY_TRAIN, run_cli, tiny_vae
 from safetensors.torch import load_file
 
 from genzoo.cli import main
@@ -181,22 +181,11 @@ def test_two_gloo_processes_make_the_same_update_as_one(tmp_path):
 @pytest.mark.slow
 def test_training_from_cached_latents_and_sampling_through_the_vae(tmp_path):
     """Encode once with a (tiny, random) KL-VAE, train from the cache, sample images back."""
-    from diffusers import AutoencoderKL
-
     from genzoo.data.latents import encode_dataset
     from genzoo.data.shapes import ShapesDataset
     from genzoo.tokenizers import build_tokenizer
 
-    torch.manual_seed(0)
-    AutoencoderKL(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-    ).save_pretrained(tmp_path / "vae")
+    tiny_vae().save_pretrained(tmp_path / "vae")
     spec = f"kl-vae:{tmp_path / 'vae'}"
     encode_dataset(ShapesDataset(16, length=24), build_tokenizer(spec), tmp_path / "cache")
     run = tmp_path / "run"
