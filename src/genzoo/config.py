@@ -92,9 +92,8 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise GenzooError(
-            f"unknown config key {where + unknown[0]!r}; known keys here: {', '.join(sorted(names))}"
-        )
+        known = ", ".join(sorted(names))
+        raise GenzooError(f"unknown config key {where + unknown[0]!r}; known keys here: {known}")
     kwargs = {}
     for k, v in d.items():
         t = hints[k]
