@@ -8,10 +8,10 @@ One network evaluation per step: Euler steps of the flow family, no guidance by 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from common import machine
 
 from genzoo.backbones import build_backbone
 from genzoo.families import build_family
@@ -55,8 +55,7 @@ def main() -> None:
     a = p.parse_args()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    name = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
-    print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(machine())
     for n in a.presets.split(","):
         fp32 = measure(n, a.batch_size, a.steps, a.cfg, device, False, False)
         line = f"{n:8s} batch {a.batch_size:4d} steps {a.steps:3d}  fp32 eager {fp32:8.3f} img/s"

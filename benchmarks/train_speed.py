@@ -9,10 +9,10 @@ random latents: fp32 eager everywhere, and bf16 autocast + torch.compile where C
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from common import machine
 
 from genzoo.backbones import build_backbone
 from genzoo.families import build_family
@@ -63,8 +63,7 @@ def main() -> None:
     a = p.parse_args()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    name = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
-    print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(machine())
     for preset_name in a.presets.split(","):
         fp32 = measure(preset_name, a.batch_size, a.steps, a.warmup, device, False, False)
         line = f"{preset_name:8s} batch {a.batch_size:4d}  fp32 eager {fp32:8.2f} img/s"
