@@ -143,8 +143,10 @@ def test_wrong_architecture_is_rejected(tmp_path, weights):
     state["fc.weight"] = torch.zeros(1000, 2048)
     bad = tmp_path / "resnet.pth"
     torch.save(state, bad)
-    with pytest.raises(GenzooError, match="not Inception-v3.*missing.*wrong shapes"):
+    with pytest.raises(GenzooError, match="not Inception-v3") as err:
         InceptionFeatures(bad)
+    assert "missing keys (1): Mixed_7c.branch1x1.conv.weight" in str(err.value)
+    assert "mis-shaped keys (1): fc.weight: file [1000, 2048] vs model" in str(err.value)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(GenzooError, match="cannot be read"):
         InceptionFeatures(tmp_path / "junk.pth")

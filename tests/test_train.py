@@ -199,3 +199,32 @@ def test_training_from_cached_latents_and_sampling_through_the_vae(tmp_path):
 
     images = genzoo.load(run, device="cpu").sample([0, 1], steps=2)
     assert images.shape == (2, 16, 16, 3) and images.dtype.name == "uint8"
+
+
+def test_cosine_schedule_is_followed_by_the_optimizer(tmp_path):
+    out = tmp_path / "cos"
+    argv = ["train", *TINY_TRAIN, "--steps", "4", "--out", str(out)]
+    assert main([*argv, "--set", "train.lr_schedule=cosine"]) == 0
+    lrs = [json.loads(line)["lr"] for line in (out / "log.jsonl").read_text().splitlines()]
+    # update s of 4 uses lr·(1 + cos(π·s/4))/2: the last one a seventh of the first
+    assert [lr / lrs[0] for lr in lrs] == pytest.approx([1, 0.853553, 0.5, 0.146447], abs=1e-6)
+
+
+def test_weights_that_do_not_fit_the_run_config_are_named(tiny_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from genzoo.pipeline import load
+
+    run = tmp_path / "edited"
+    shutil.copytree(tiny_run, run)
+    path = latest_checkpoint(run).path / "ema.safetensors"
+    state = load_file(str(path))
+    state["pos_embed"] = torch.zeros(1, 3, 5)
+    state.pop("final_layer.linear.bias")
+    save_file(state, str(path))
+    with pytest.raises(GenzooError, match="do not match the model built from the run") as err:
+        load(run)
+    assert "missing keys (1): final_layer.linear.bias" in str(err.value)
+    assert "mis-shaped keys (1): pos_embed: file [1, 3, 5] vs model [1, " in str(err.value)

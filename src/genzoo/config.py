@@ -41,6 +41,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: int = 0  # linear LR warm-up steps
+    lr_schedule: str = "constant"  # after warm-up: "constant" | "cosine" | "linear" (to 0)
     grad_clip: float = 1.0  # 0 disables clipping
     ema_decay: float = 0.9999
     ema_warmup: bool = False  # decay min(ema_decay, (1+step)/(10+step)) early on

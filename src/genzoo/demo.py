@@ -19,6 +19,7 @@ SAMPLE_STEPS = 12  # Heun: 22 network evaluations
 SAMPLE_CFG = 2.0
 PER_CLASS = 30
 CLASSIFIER_STEPS = 1500
+LR_SCHEDULE = "constant"
 
 
 def demo_config(steps: int):
@@ -35,6 +36,7 @@ def demo_config(steps: int):
             f"train.batch_size={DEMO_BATCH}",
             "train.lr=2e-3",
             "train.warmup=100",
+            f"train.lr_schedule={LR_SCHEDULE}",
             "train.ema_decay=0.995",  # a short run: the average must not lag far behind
             "flow.time_dist=logit-normal",  # more steps at mid noise levels, where shape forms
             "train.ema_warmup=true",

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from genzoo.errors import GenzooError
+from genzoo.nn.state_dicts import shapes_of, state_dict_problems
 
 
 def hub_checkpoint_path(url: str) -> Path:
@@ -78,23 +79,10 @@ def check_state_dict(
     optional: tuple[str, ...] = ("num_batches_tracked",),
 ) -> None:
     """Raise a clear error when `state` does not have the architecture of `expected`."""
-    missing = [k for k in expected if k not in state and not k.endswith(optional)]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} wrong shapes (e.g. {'; '.join(wrong[:2])})")
+    problems = state_dict_problems(shapes_of(expected), shapes_of(state), optional=optional)
+    if problems:
         raise GenzooError(
-            f"{path}: not {what} weights — {', '.join(parts)}. Is this the right file?"
+            f"{path}: not {what} weights. Is this the right file?\n  " + "\n  ".join(problems)
         )
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genzoo.errors import GenzooError
+from genzoo.nn.state_dicts import shapes_of, state_dict_problems
 
 CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step-(\d+)$")
@@ -95,12 +96,13 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         sd = load_file(str(path))
     except Exception as e:  # corrupt or truncated file
         raise GenzooError(f"cannot read weights {path}: {e}") from None
-    missing, unexpected = module.load_state_dict(sd, strict=False)
-    if missing or unexpected:
+    problems = state_dict_problems(shapes_of(module.state_dict()), shapes_of(sd))
+    if problems:
         raise GenzooError(
-            f"weights {path} do not match the model built from the run config: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"weights {path} do not match the model built from the run config:\n  "
+            + "\n  ".join(problems)
         )
+    module.load_state_dict(sd)
 
 
 def load_state(ckpt: Checkpoint) -> dict:

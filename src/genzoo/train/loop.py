@@ -28,6 +28,7 @@ from genzoo.train.ema import ema_decay_at, make_ema, update_ema
 from genzoo.train.loader import micro_batches, seed_for
 from genzoo.train.logger import RunLogger
 from genzoo.train.progress import Progress
+from genzoo.train.schedule import check_lr_schedule, lr_at
 
 CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.json"
@@ -85,6 +86,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
             f"--batch-size {t.batch_size} must be divisible by processes ({d.world}) × "
             f"grad_accum ({t.grad_accum})"
         )
+    check_lr_schedule(t.lr_schedule)
     dataset, tokenizer = build_data_and_tokenizer(cfg)
     cfg = resolve(cfg, dataset, tokenizer)
     resuming = prepare_run_dir(cfg, out, d)
@@ -179,7 +181,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
                     "train.lr or enable train.grad_clip, then re-run to resume from it."
                 )
             for group in opt.param_groups:
-                group["lr"] = t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup else t.lr
+                group["lr"] = lr_at(step, t.lr, t.warmup, t.steps, t.lr_schedule)
             grad_norm = (
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 if t.grad_clip > 0

@@ -21,6 +21,7 @@ from torch import nn
 
 from genzoo.backbones.dit import DiT, DiTConfig
 from genzoo.errors import GenzooError
+from genzoo.nn.state_dicts import shapes_of, state_dict_problems
 
 OFFICIAL_KINDS = ("dit", "sit")
 # The official `DiT(...)` constructor arguments, in signature order.
@@ -262,30 +263,6 @@ def _suggestion(kind: str, inferred: Mapping[str, Any], label_table_differs: boo
     return text
 
 
-def _shape_problems(
-    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]
-) -> list[str]:
-    def listed(keys: list[str]) -> str:
-        more = f", … and {len(keys) - 8} more" if len(keys) > 8 else ""
-        return ", ".join(keys[:8]) + more
-
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    misshaped = [
-        f"{k}: file {list(found[k])} vs model {list(expected[k])}"
-        for k in expected
-        if k in found and tuple(found[k]) != tuple(expected[k])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {listed(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped keys ({len(misshaped)}): {listed(misshaped)}")
-    return problems
-
-
 # -- loading and export -----------------------------------------------------------------------
 
 
@@ -322,7 +299,7 @@ def build_official(
     with torch.device("meta"):  # shapes only: the file's tensors become the parameters
         model = DiT(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    problems = _shape_problems(expected, {k: tuple(v.shape) for k, v in state.items()})
+    problems = state_dict_problems(expected, shapes_of(state))
     if problems:
         where = "the given state dict" if isinstance(weights, Mapping) else str(weights)
         built = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in OFFICIAL_ARGS)
@@ -355,7 +332,7 @@ def export_official(
     else:
         state = dict(model_or_state_dict)
     layout = official_layout(cfg)
-    problems = _shape_problems(dict(layout), {k: tuple(v.shape) for k, v in state.items()})
+    problems = state_dict_problems(dict(layout), shapes_of(state))
     if problems:
         raise GenzooError(
             "these weights do not match the official layout of their config:\n  "
