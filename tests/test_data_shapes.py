@@ -95,7 +95,36 @@ def test_rendering_is_fast():
 def test_errors():
     with pytest.raises(GenzooError, match="too small"):
         build_dataset("shapes", 8)
-    with pytest.raises(GenzooError, match="known data specs: shapes, digits, folder:PATH"):
+    with pytest.raises(GenzooError, match="known data specs: shapes, shapes:centred, digits, fo"):
         build_dataset("imagenet", 32)
+    with pytest.raises(GenzooError, match="unknown pose 'tilted'; choose one of random, centred"):
+        build_dataset("shapes:tilted", 32)
     with pytest.raises(GenzooError, match="needs a path"):
         build_dataset("folder:", 32)
+
+
+def _foreground(image: np.ndarray) -> np.ndarray:
+    """Pixels far from the mean border colour: the shape (backgrounds are low-contrast)."""
+    pixels = image.astype(np.float32) / 255
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return np.abs(pixels - border.mean(0)).sum(-1) > 0.4
+
+
+def test_centred_variant_keeps_colours_and_fixes_the_pose():
+    centred = build_dataset("shapes:centred", 32)
+    posed = build_dataset("shapes", 32)
+    assert centred.spec == "shapes:centred" and posed.spec == "shapes"
+    masks = [_foreground(centred.render(i)) for i in range(0, 200, 10)]  # all circles
+    for mask in masks[1:]:
+        iou = (mask & masks[0]).sum() / (mask | masks[0]).sum()
+        assert iou > 0.85, iou  # one silhouette, whatever the colours
+    ys, xs = np.nonzero(masks[0])
+    assert abs(ys.mean() - 15.5) < 0.75 and abs(xs.mean() - 15.5) < 0.75
+    posed_masks = [_foreground(posed.render(i)) for i in range(0, 200, 10)]
+    ious = [(m & posed_masks[0]).sum() / (m | posed_masks[0]).sum() for m in posed_masks[1:]]
+    assert np.median(ious) < 0.6  # the default pose really varies
+    # the same item index draws the same colours in both variants
+    for i in (3, 14, 25):
+        a, b = centred.render(i), posed.render(i)
+        colour_a, colour_b = a[_foreground(a)].mean(0), b[_foreground(b)].mean(0)
+        assert np.abs(colour_a - colour_b).max() < 12, (i, colour_a, colour_b)

@@ -18,3 +18,5 @@ def test_demo_runs_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert saved["num_samples"] == 20 and np.isfinite(saved["fd"])
     assert 0 <= saved["accuracy"] <= 1 and result["fd"] == saved["fd"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["spec"] == "shapes:centred" and saved["reference"].startswith("shapes:c")

@@ -3,6 +3,10 @@
 Trains a small DiT on the procedural `shapes` data at 32×32, samples a grid with one row per
 class and an ADM npz, trains the dataset classifier, and reports FD in the classifier's feature
 space against held-out real images plus how often a sample is recognised as its class.
+
+The demo uses the centred variant (`shapes:centred`: random colours and backgrounds, one pose):
+with the poses of the full dataset, a few CPU-minutes of training give shapeless blobs of the
+right colours (about 20% recognised); with one pose the classes are clear (about 85%).
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ DEMO_PRESET = "dit-demo"
 DEMO_STEPS = 1800
 DEMO_BATCH = 32
 DEMO_RES = 32
+DEMO_DATA = "shapes:centred"
 SAMPLE_STEPS = 12  # Heun: 22 network evaluations
 SAMPLE_CFG = 2.0
 PER_CLASS = 30
 CLASSIFIER_STEPS = 1500
-LR_SCHEDULE = "constant"
 
 
 def demo_config(steps: int):
@@ -31,12 +35,12 @@ def demo_config(steps: int):
         cfg,
         [
             "family=flow",
+            f"data.spec={DEMO_DATA}",
             f"data.res={DEMO_RES}",
             f"train.steps={steps}",
             f"train.batch_size={DEMO_BATCH}",
             "train.lr=2e-3",
             "train.warmup=100",
-            f"train.lr_schedule={LR_SCHEDULE}",
             "train.ema_decay=0.995",  # a short run: the average must not lag far behind
             "flow.time_dist=logit-normal",  # more steps at mid noise levels, where shape forms
             "train.ema_warmup=true",
@@ -70,7 +74,7 @@ def run_demo(
     cfg.train.quiet = quiet
     run = out / "run"
     say = (lambda *a: None) if quiet else print
-    say(f"[1/4] training {DEMO_PRESET} (flow family) on shapes {DEMO_RES}x{DEMO_RES} → {run}")
+    say(f"[1/4] training {DEMO_PRESET} (flow family) on {DEMO_DATA} {DEMO_RES}x{DEMO_RES} → {run}")
     train(cfg, run, device=device or "cpu")
 
     say(f"[2/4] sampling {per_class} images per class into an ADM npz")
@@ -93,10 +97,10 @@ def run_demo(
     say("[3/4] training the shapes classifier (features for FD, and recognisability)")
     clf_path = out / "classifier.safetensors"
     if not clf_path.exists():
-        train_classifier("shapes", DEMO_RES, clf_path, steps=classifier_steps, quiet=quiet)
+        train_classifier(DEMO_DATA, DEMO_RES, clf_path, steps=classifier_steps, quiet=quiet)
 
     say("[4/4] evaluating the samples")
-    report = classifier_report(clf_path, npz, ref_spec="shapes", res=DEMO_RES)
+    report = classifier_report(clf_path, npz, ref_spec=DEMO_DATA, res=DEMO_RES)
     result = {
         "run": str(run),
         "grid": str(grid),

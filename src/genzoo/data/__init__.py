@@ -2,6 +2,7 @@
 
 Specs:
 * "shapes": procedural coloured shapes, 10 classes (no files; the embedded default).
+* "shapes:centred": the same shapes upright, centred and of one size (the CPU demo's data).
 * "digits": scikit-learn's handwritten digits, 10 classes (bundled, no download).
 * "folder:PATH": an ImageNet-layout folder, ADM centre-cropped.
 * "latents:DIR": a latent cache written by `genzoo encode` (`genzoo.data.latents`).
@@ -15,7 +16,7 @@ from __future__ import annotations
 from genzoo.data.base import ImageDataset
 from genzoo.errors import GenzooError
 
-KNOWN_SPECS = ("shapes", "digits", "folder:PATH", "latents:DIR")
+KNOWN_SPECS = ("shapes", "shapes:centred", "digits", "folder:PATH", "latents:DIR")
 
 __all__ = ["KNOWN_SPECS", "ImageDataset", "build_dataset"]
 
@@ -32,10 +33,10 @@ def build_dataset(
     kind, sep, argument = spec.partition(":")
     if sep and not argument:
         raise GenzooError(f"data spec {spec!r} needs a path after ':', e.g. {kind}:/data/train")
-    if kind == "shapes" and not sep:
+    if kind == "shapes":
         from genzoo.data.shapes import ShapesDataset
 
-        return ShapesDataset(res, train=train, seed=seed)
+        return ShapesDataset(res, train=train, seed=seed, pose=argument or "random")
     if kind == "digits" and not sep:
         from genzoo.data.digits import DigitsDataset
 

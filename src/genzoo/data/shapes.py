@@ -38,6 +38,8 @@ SHAPE_NAMES = (
 TRAIN_LENGTH = 10_000
 HELD_OUT_LENGTH = 2_000
 MIN_RES = 16
+POSES = ("random", "centred")
+CENTRED_RADIUS = 0.36  # of the side, for pose "centred"
 CACHE_BYTES = 256 * 2**20  # keep rendered images when they fit in this much memory
 
 Points = list[tuple[float, float]]
@@ -174,12 +176,20 @@ def _background(rng: np.random.Generator, res: int, light: bool) -> np.ndarray:
     return base[None, None, :] + texture[:, :, None]
 
 
-def render_shape(label: int, res: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one (res, res, 3) uint8 image of class `label` from the random stream `rng`."""
+def render_shape(
+    label: int, res: int, rng: np.random.Generator, pose: str = "random"
+) -> np.ndarray:
+    """Render one (res, res, 3) uint8 image of class `label` from the random stream `rng`.
+
+    pose "random" draws position, size and rotation; "centred" keeps the same colours and
+    background but puts every shape upright, in the middle, at one size.
+    """
     radius = rng.uniform(0.24, 0.38) * res
     cx, cy = rng.uniform(radius, res - radius, size=2)
     # Hearts stay near upright (upside down they read as another shape); the rest turn freely.
     angle = rng.uniform(-0.5, 0.5) if SHAPE_NAMES[label] == "heart" else rng.uniform(0, 2 * np.pi)
+    if pose == "centred":
+        radius, cx, cy, angle = CENTRED_RADIUS * res, res / 2, res / 2, 0.0
     light = rng.uniform() < 0.3
     foreground = _colour(
         rng.uniform(),
@@ -206,15 +216,24 @@ class ShapesDataset(ImageDataset):
     """The procedural `shapes` dataset; see the module docstring."""
 
     def __init__(
-        self, res: int, *, train: bool = True, seed: int = 0, length: int | None = None
+        self,
+        res: int,
+        *,
+        train: bool = True,
+        seed: int = 0,
+        length: int | None = None,
+        pose: str = "random",
     ) -> None:
+        if pose not in POSES:
+            raise GenzooError(f"shapes: unknown pose {pose!r}; choose one of {', '.join(POSES)}")
         if res < MIN_RES:
             raise GenzooError(f"shapes: resolution {res} is too small; use a resolution >= 16")
         if seed < 0:
             raise GenzooError(f"shapes: seed must be a non-negative integer, got {seed}")
         if length is None:
             length = TRAIN_LENGTH if train else HELD_OUT_LENGTH
-        self.spec = "shapes"
+        self.spec = "shapes" if pose == "random" else f"shapes:{pose}"
+        self.pose = pose
         self.res = res
         self.train = train
         self.seed = seed
@@ -230,7 +249,7 @@ class ShapesDataset(ImageDataset):
     def render(self, index: int) -> np.ndarray:
         """Item `index` as a (res, res, 3) uint8 array, rendered afresh."""
         rng = np.random.default_rng([self.seed, self.split, index])
-        return render_shape(int(self.labels[index]), self.res, rng)
+        return render_shape(int(self.labels[index]), self.res, rng, self.pose)
 
     def _pixels(self, index: int) -> np.ndarray:
         if not self._use_cache:
