@@ -22,6 +22,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Caches (reference features) go to a temporary folder, never to the user's home."""
+    monkeypatch.setenv("GENZOO_CACHE", str(tmp_path_factory.mktemp("genzoo-cache")))
+
+
 def run_cli(*args: str, torchrun: int = 0, check: bool = True, timeout: int = 300):
     """Run `genzoo ARGS` in a new process (optionally under torchrun with N CPU processes)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

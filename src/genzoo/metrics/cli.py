@@ -41,6 +41,14 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--fd-method", default="eigh", choices=FD_METHODS)
     p.add_argument("--data", default=None, help="real dataset spec for fd-classifier / cas")
     p.add_argument("--classifier", default=None, help="classifier .safetensors (fd-classifier)")
+    p.add_argument(
+        "--no-ref-cache", dest="ref_cache", action="store_false",
+        help="do not read or write cached reference features",
+    )  # fmt: skip
+    p.add_argument(
+        "--cache-dir", default=None,
+        help="reference-feature cache (default $GENZOO_CACHE or ~/.cache/genzoo)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
@@ -109,6 +117,8 @@ def format_table(result: dict) -> str:
     if "reference" in result:
         r = result["reference"]
         lines.append(f"reference: {r['id']} ({r['num_images']} images, {r['resolution']})")
+        if "features" in r:
+            lines.append(f"reference features: {r['features']}")
     for name, fx in result["feature_extractors"].items():
         lines.append(f"{name}: sha256 {fx['weights_sha256'][:16]} ({fx['name']})")
     for name, rec in result["metrics"].items():
@@ -148,6 +158,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data=args.data,
         classifier=args.classifier,
         progress=not args.quiet,
+        ref_cache=args.ref_cache,
+        cache_dir=args.cache_dir,
     )
     print(format_table(result))
     if args.json:

@@ -9,9 +9,12 @@ unless a resize policy says otherwise, make one feature pass per side, then comp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from genzoo.errors import GenzooError
+from genzoo.metrics.feature_cache import cache_key, default_cache_dir, load_features, save_features
 from genzoo.metrics.features import Extracted, Needs, extract
 from genzoo.metrics.fid import FD_METHODS, frechet_distance_stats
 from genzoo.metrics.inception_score import IS_MODES, inception_score, split_bounds
@@ -125,6 +128,27 @@ def _is_order_warning(labels: np.ndarray | None, num: int, split_size: int) -> s
     return None
 
 
+def _reference_features(
+    source: ImageSource, needs: Needs, common: dict, use_cache: bool, cache_dir, *extractors
+) -> tuple[Extracted, str | None]:
+    """The reference set's features: from the disk cache when an entry fits, else extracted
+    (and stored). Returns them with a note of where they came from."""
+    described = {n: e.describe() for n, e in zip(("inception", "dinov2"), extractors) if e}
+    key = cache_key(source, needs, described) if use_cache and needs.any else None
+    if key is None:
+        return extract(source, needs, desc="reference", **common), None
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = load_features(folder, key)
+    if cached is not None:
+        return cached, f"read from the cache {folder / key}"
+    features = extract(source, needs, desc="reference", **common)
+    try:
+        path = save_features(folder, key, features)
+    except OSError as e:  # a read-only home must not fail the evaluation
+        return features, f"extracted (not cached: {e})"
+    return features, f"extracted and cached in {path}"
+
+
 def evaluate(
     samples,
     ref=None,
@@ -149,6 +173,8 @@ def evaluate(
     seed: int = 0,
     allow_download: bool = True,
     progress: bool = False,
+    ref_cache: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate `samples` against `ref`; returns flat numbers plus their protocol.
 
@@ -156,6 +182,8 @@ def evaluate(
     iterable of uint8 NHWC batches. ref: the same kinds (typically ADM's reference npz).
     Classifier metrics ("fd-classifier", "cas") compare against the held-out split of `data`
     (default: the dataset the classifier was trained on) instead of `ref`.
+    Features of a reference file are cached on disk (`ref_cache`, in `cache_dir`, default
+    $GENZOO_CACHE or ~/.cache/genzoo) and reused while the file and extractors are unchanged.
     """
     metrics = parse_metrics(metrics)
     if is_mode not in IS_MODES:
@@ -197,7 +225,11 @@ def evaluate(
         dinov2.to(device)
     common = dict(inception=inception, dinov2=dinov2, batch_size=batch_size, progress=progress)
     gen = extract(sample_src, gen_needs, prepare=prepare, desc="samples", **common)
-    real = extract(ref_src, real_needs, desc="reference", **common) if ref_src else Extracted()
+    real, real_from = Extracted(), None
+    if ref_src is not None:
+        real, real_from = _reference_features(
+            ref_src, real_needs, common, ref_cache, cache_dir, inception, dinov2
+        )
     num = gen.num or sample_src.num
 
     result: dict = {"metrics": {}}
@@ -296,6 +328,8 @@ def evaluate(
             "resolution": list(ref_src.size) if ref_src.size else "unknown",
             "precomputed_statistics": sorted(ref_src.stats),
         }
+        if real_from:
+            result["reference"]["features"] = real_from
     result["feature_extractors"] = {
         name: net.describe() for name, net in (("inception", inception), ("dinov2", dinov2)) if net
     }
