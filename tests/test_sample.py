@@ -65,42 +65,61 @@ def test_grid_has_one_row_per_class(tiny_run, tmp_path):
     assert h == 10 * (16 + 2) + 2 and w == 2 * (16 + 2) + 2
 
 
-def test_interrupted_sampling_leaves_no_file_under_the_final_name(tiny_run, tmp_path, monkeypatch):
+def _interrupt_at(monkeypatch, call: int) -> dict:
+    """Make the `call`-th Pipeline.sample call raise KeyboardInterrupt; count every call."""
     from genzoo import pipeline
 
-    calls = {"n": 0}
+    calls = {"n": 0, "at": call}  # set "at" to 0 to stop interrupting
     real = pipeline.Pipeline.sample
 
-    def interrupt(self, *a, **k):
+    def sample(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == calls["at"]:
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(pipeline.Pipeline, "sample", interrupt)
+    monkeypatch.setattr(pipeline.Pipeline, "sample", sample)
+    return calls
+
+
+SIX = ["--num", "6", "--batch-size", "2", "--steps", "2", "--quiet", "--device", "cpu"]
+
+
+def test_interrupted_sampling_leaves_no_file_under_the_final_name(tiny_run, tmp_path, monkeypatch):
+    _interrupt_at(monkeypatch, 2)
     out = tmp_path / "s.npz"
-    assert (
-        main(
-            [
-                "sample",
-                "--run",
-                str(tiny_run),
-                "--out",
-                str(out),
-                "--num",
-                "6",
-                "--batch-size",
-                "2",
-                "--steps",
-                "2",
-                "--quiet",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 130
-    )
+    assert main(["sample", "--run", str(tiny_run), "--out", str(out), *SIX]) == 130
     assert not out.exists()
+    # the one finished batch is kept (hidden) for a resume; nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".s.npz.part0-of-1.json",
+        ".s.npz.part0-of-1.npy",
+    ]
+
+
+def test_interrupted_sampling_resumes_where_it_stopped(tiny_run, tmp_path, monkeypatch):
+    argv = ["sample", "--run", str(tiny_run), *SIX, "--seed", "4"]
+    assert main([*argv, "--out", str(tmp_path / "straight.npz")]) == 0
+    calls = _interrupt_at(monkeypatch, 3)  # batches 1 and 2 done, then killed
+    out = tmp_path / "s.npz"
+    assert main([*argv, "--out", str(out)]) == 130 and not out.exists()
+    calls["n"] = 0
+    assert main([*argv, "--out", str(out)]) == 0
+    assert calls["n"] == 1  # only the third batch was sampled again
+    a, b = np.load(out), np.load(tmp_path / "straight.npz")
+    assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "straight.npz"]
+
+
+def test_a_changed_command_does_not_reuse_interrupted_samples(tiny_run, tmp_path, monkeypatch):
+    calls = _interrupt_at(monkeypatch, 3)
+    out = tmp_path / "s.npz"
+    argv = ["sample", "--run", str(tiny_run), *SIX, "--out", str(out)]
+    assert main([*argv, "--seed", "1"]) == 130
+    calls["n"] = calls["at"] = 0
+    assert main([*argv, "--seed", "2"]) == 0 and calls["n"] == 3  # all three batches afresh
+    assert main([*argv, "--seed", "2", "--out", str(tmp_path / "again.npz")]) == 0
+    assert np.array_equal(np.load(out)["arr_0"], np.load(tmp_path / "again.npz")["arr_0"])
 
 
 @pytest.mark.slow

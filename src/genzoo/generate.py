@@ -4,10 +4,17 @@ Each rank renders a contiguous slice of the sample indices into its own memory-m
 file (hidden name beside the output); rank 0 then streams the parts, in index order, into the
 final npz, written under a temporary name and renamed. An interrupted job therefore never leaves
 a truncated file under the final name. Sample i depends on (seed, i) only.
+
+Resuming: beside each part, a small progress file records how many samples of the slice are
+done and a fingerprint of everything they depend on (weights, labels, seed, sampler settings,
+slice). Re-running the same command after a crash or kill continues each slice where it
+stopped; if anything differs, the slice starts afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +53,54 @@ def _part_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f".{out.name}.part{rank}-of-{world}.npy")
 
 
+def _progress_path(part: Path) -> Path:
+    return part.with_suffix(".json")
+
+
+def _weights_fingerprint(*modules: torch.nn.Module | None) -> str:
+    """Per-tensor sums and absolute sums in float64: changes whenever the weights do."""
+    sums = []
+    with torch.no_grad():
+        for module in modules:
+            for name, t in module.state_dict().items() if module is not None else ():
+                if t.is_floating_point():
+                    t = t.double()
+                    sums.append(f"{name}:{t.sum().item():.17g}:{t.abs().sum().item():.17g}")
+    return hashlib.sha256("\n".join(sums).encode()).hexdigest()
+
+
+def _slice_identity(pipe: Pipeline, labels, seed, lo, hi, world, res, sample_kwargs) -> str:
+    described = {
+        "weights": _weights_fingerprint(pipe.model, pipe.tokenizer),
+        "labels": hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64)).hexdigest(),
+        "seed": seed,
+        "slice": [lo, hi, world],
+        "res": res,
+        "sampling": {k: repr(v) for k, v in sorted(sample_kwargs.items())},
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def _resume_point(part: Path, identity: str, shape: tuple[int, ...]) -> int:
+    """Samples of this slice already in `part` (0 when absent or made by another job)."""
+    try:
+        progress = json.loads(_progress_path(part).read_text())
+        if progress["identity"] != identity:
+            return 0
+        if np.load(part, mmap_mode="r").shape != shape:
+            return 0
+        return int(progress["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _record_progress(part: Path, identity: str, done: int) -> None:
+    path = _progress_path(part)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"identity": identity, "done": done}))
+    os.replace(tmp, path)
+
+
 def sample_to_npz(
     pipe: Pipeline,
     out: str | Path,
@@ -68,22 +123,36 @@ def sample_to_npz(
     lo, hi = n * d.rank // d.world, n * (d.rank + 1) // d.world
     res = pipe.cfg.model.input_size * (pipe.tokenizer.stride if pipe.tokenizer else 1)
     part = _part_path(out, d.rank, d.world)
-    arr = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(hi - lo, res, res, 3))
-    bar = tqdm(total=n, desc="sample", unit="img", disable=quiet or not d.is_main)
+    shape = (hi - lo, res, res, 3)
+    identity = _slice_identity(pipe, labels, seed, lo, hi, d.world, res, sample_kwargs)
+    done = _resume_point(part, identity, shape)
+    if done:
+        arr = np.load(part, mmap_mode="r+")
+        if not quiet:
+            print(f"rank {d.rank}: resuming at sample {lo + done} ({done} of {hi - lo} done)")
+    else:
+        arr = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=shape)
+    bar = tqdm(total=n, initial=done * d.world, desc="sample", unit="img",
+               disable=quiet or not d.is_main)  # fmt: skip
     try:
-        for s in range(lo, hi, batch_size):
+        for s in range(lo + done, hi, batch_size):
             e = min(s + batch_size, hi)
             arr[s - lo : e - lo] = pipe.sample(
                 labels[s:e], seed=seed, indices=range(s, e), batch_size=batch_size, **sample_kwargs
             )
+            arr.flush()  # the samples are on disk before the progress file counts them
+            _record_progress(part, identity, e - lo)
             bar.update((e - s) * d.world)
     except BaseException:
-        del arr
-        part.unlink(missing_ok=True)  # nothing half-written survives, under any name
+        if _resume_point(part, identity, shape):
+            if not quiet:
+                print(f"rank {d.rank}: interrupted; run the same command again to continue")
+        else:  # nothing finished: leave nothing behind
+            del arr
+            part.unlink(missing_ok=True)
         raise
     finally:
         bar.close()
-    arr.flush()
     del arr
     barrier(d)
     if not d.is_main:
@@ -103,6 +172,7 @@ def sample_to_npz(
         _grid_from_parts(parts, labels, grid)
     for p in parts:
         os.remove(p)
+        _progress_path(p).unlink(missing_ok=True)
     return out
 
 
