@@ -58,7 +58,7 @@ def _progress_path(part: Path) -> Path:
 
 
 def _weights_fingerprint(*modules: torch.nn.Module | None) -> str:
-    """Per-tensor sums and absolute sums in float64: changes whenever the weights do."""
+    """A fingerprint of the weights: every tensor's float64 sum and absolute sum."""
     sums = []
     with torch.no_grad():
         for module in modules:
