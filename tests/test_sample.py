@@ -109,6 +109,10 @@ def test_interrupted_sampling_resumes_where_it_stopped(tiny_run, tmp_path, monke
     a, b = np.load(out), np.load(tmp_path / "straight.npz")
     assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "straight.npz"]
+    stale = tmp_path / ".straight.npz.part1-of-2.npy"  # left by a killed 2-process job
+    stale.write_bytes(b"")
+    calls["at"] = 0
+    assert main([*argv, "--out", str(tmp_path / "straight.npz")]) == 0 and not stale.exists()
 
 
 def test_a_changed_command_does_not_reuse_interrupted_samples(tiny_run, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ stopped; if anything differs, the slice starts afresh.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -170,9 +171,9 @@ def sample_to_npz(
     write_npz(out, batches(), labels=labels, num=n)
     if grid is not None:
         _grid_from_parts(parts, labels, grid)
-    for p in parts:
-        os.remove(p)
-        _progress_path(p).unlink(missing_ok=True)
+    # this job's parts, and any left by an interrupted job with another number of processes
+    for p in out.parent.glob(f".{glob.escape(out.name)}.part*-of-*.*"):
+        p.unlink(missing_ok=True)
     return out
 
 
