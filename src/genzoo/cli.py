@@ -14,7 +14,7 @@ from genzoo.errors import GenzooError
 
 # (flag, config field, type, help)
 TRAIN_FLAGS = [
-    ("--data", "data.spec", str, "shapes | digits | folder:PATH | latents:DIR"),
+    ("--data", "data.spec", str, "shapes | shapes:centred | digits | folder:PATH | latents:DIR"),
     ("--res", "data.res", int, "image resolution in pixels"),
     ("--tokenizer", "tokenizer.spec", str, "pixels | kl-vae:PATH_OR_HUB_ID"),
     ("--family", "family", str, "diffusion | flow"),
