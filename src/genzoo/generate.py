@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from genzoo.errors import GenzooError
+from genzoo.files import atomic_write
 from genzoo.pipeline import Pipeline, write_grid
 from genzoo.train.distributed import Dist, barrier
 from genzoo.train.loader import seed_for
@@ -96,10 +96,8 @@ def _resume_point(part: Path, identity: str, shape: tuple[int, ...]) -> int:
 
 
 def _record_progress(part: Path, identity: str, done: int) -> None:
-    path = _progress_path(part)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"identity": identity, "done": done}))
-    os.replace(tmp, path)
+    text = json.dumps({"identity": identity, "done": done})
+    atomic_write(_progress_path(part), lambda tmp: Path(tmp).write_text(text))
 
 
 def sample_to_npz(

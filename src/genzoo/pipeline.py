@@ -10,7 +10,6 @@ z = pipe.sample_latents(y, noise=z0, sampler="ddpm", steps=250, cfg=1.5)
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
+from genzoo.files import atomic_write
 from genzoo.train.loader import seed_for
 
 DEFAULT_SAMPLER = {"diffusion": ("ddpm", 250), "flow": ("heun", 50)}
@@ -201,10 +201,7 @@ def write_grid(path: str | Path, images: np.ndarray, rows: int, pad: int = 2) ->
         canvas[y0 : y0 + h, x0 : x0 + w] = images[k]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(canvas).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
 
 
 def load(run_dir: str | Path, *, device: str | None = None, weights: str = "ema") -> Pipeline:

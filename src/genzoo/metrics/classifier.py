@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from genzoo.errors import GenzooError
+from genzoo.files import atomic_write
 from genzoo.metrics.fid import frechet_distance
 from genzoo.metrics.statistics import stats_of
 
@@ -326,17 +325,6 @@ def classifier_report(
 # -- files --------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def config_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
@@ -348,8 +336,8 @@ def save_classifier(model: SmallCNN, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(asdict(model.config), indent=2) + "\n"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(config_path(out), lambda tmp: Path(tmp).write_text(text))
-    _atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"config": text}))
+    atomic_write(config_path(out), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"config": text}))
     return out
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from genzoo.errors import GenzooError
+from genzoo.files import atomic_write
 from genzoo.metrics.evaluate import METRICS, RESIZE_POLICIES
 from genzoo.metrics.fid import FD_METHODS
 from genzoo.metrics.inception_score import IS_MODES
@@ -131,11 +130,8 @@ def write_json(path: str | Path, payload: dict) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

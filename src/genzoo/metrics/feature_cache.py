@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genzoo.files import atomic_write
 from genzoo.metrics.features import Extracted, Needs
 from genzoo.metrics.inputs import ImageSource
 from genzoo.metrics.statistics import FeatureStats
@@ -83,12 +83,9 @@ def save_features(folder: Path, key: str, features: Extracted) -> Path:
         arrays["pool3"] = features.pool3.numpy()
     if features.logits is not None:
         arrays["logits"] = features.logits.numpy()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, folder / key)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return folder / key
+    return atomic_write(folder / key, lambda tmp: _savez(tmp, arrays))
+
+
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+        np.savez(f, **arrays)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from genzoo.errors import GenzooError
+from genzoo.files import atomic_write
 
 FORMATS = ("official-dit",)
 
@@ -22,7 +22,4 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, weights: str =
     state = export_official(pipe.model, pipe.cfg.model)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, lambda tmp: torch.save(state, tmp))
