@@ -63,7 +63,9 @@ def _weights_fingerprint(*modules: torch.nn.Module | None) -> str:
     sums = []
     with torch.no_grad():
         for module in modules:
-            for name, t in module.state_dict().items() if module is not None else ():
+            if module is None:
+                continue
+            for name, t in module.state_dict().items():
                 if t.is_floating_point():
                     t = t.double()
                     sums.append(f"{name}:{t.sum().item():.17g}:{t.abs().sum().item():.17g}")
@@ -141,9 +143,10 @@ def sample_to_npz(
             )
             arr.flush()  # the samples are on disk before the progress file counts them
             _record_progress(part, identity, e - lo)
+            done = e - lo  # counted on disk: a re-run starts here
             bar.update((e - s) * d.world)
     except BaseException:
-        if _resume_point(part, identity, shape):
+        if done:
             if not quiet:
                 print(f"rank {d.rank}: interrupted; run the same command again to continue")
         else:  # nothing finished: leave nothing behind
