@@ -110,3 +110,17 @@ def test_non_dinov2_weights_are_rejected(tmp_path, tiny_weights):
         DinoFeatures(bad)
     with pytest.raises(GenzooError, match="missing keys"):
         DinoFeatures(tiny_weights, config=VIT_L14)
+
+
+def test_block_mlp_uses_the_exact_gelu_of_dinov2():
+    """DINOv2's blocks use nn.GELU() (erf), not DiT's tanh approximation: at 1e-3 per unit the
+    difference would move FD-DINOv2 features."""
+    torch.manual_seed(1)
+    mlp = DinoVisionTransformer(TINY).blocks[0].mlp
+    x = torch.randn(2, 5, TINY.dim) * 3
+    with torch.no_grad():
+        expected = mlp.fc2(0.5 * mlp.fc1(x) * (1 + torch.erf(mlp.fc1(x) / 2**0.5)))
+        assert torch.allclose(mlp(x), expected, atol=1e-6)
+        assert not torch.allclose(
+            mlp.fc2(F.gelu(mlp.fc1(x), approximate="tanh")), expected, atol=1e-6
+        )

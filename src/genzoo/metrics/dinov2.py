@@ -29,6 +29,7 @@ from torch import nn
 from genzoo.errors import GenzooError
 from genzoo.metrics.resize import resize_pil_bicubic
 from genzoo.metrics.weights import check_state_dict, file_sha256, load_state_dict, resolve_weights
+from genzoo.nn.mlp import GeluMlp
 
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth"
 DINOV2_ENV = "GENZOO_DINOV2_WEIGHTS"
@@ -97,16 +98,6 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class LayerScale(nn.Module):
     def __init__(self, dim: int, init: float):
         super().__init__()
@@ -123,7 +114,7 @@ class Block(nn.Module):
         self.attn = Attention(cfg.dim, cfg.heads)
         self.ls1 = LayerScale(cfg.dim, cfg.layerscale_init)
         self.norm2 = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.mlp = Mlp(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
+        self.mlp = GeluMlp(cfg.dim, int(cfg.dim * cfg.mlp_ratio), approximate="none")
         self.ls2 = LayerScale(cfg.dim, cfg.layerscale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

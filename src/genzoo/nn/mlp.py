@@ -10,15 +10,17 @@ MLPS = ("gelu", "swiglu")
 
 
 class GeluMlp(nn.Module):
-    """fc1 -> GELU (tanh approximation, as DiT) -> fc2."""
+    """fc1 -> GELU -> fc2; DiT uses the tanh approximation, ViTs such as DINOv2 the exact GELU
+    (approximate="none")."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, approximate: str = "tanh"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
 
 
 class SwiGLU(nn.Module):
