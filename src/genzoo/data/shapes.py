@@ -188,7 +188,7 @@ def render_shape(
     cx, cy = rng.uniform(radius, res - radius, size=2)
     # Hearts stay near upright (upside down they read as another shape); the rest turn freely.
     angle = rng.uniform(-0.5, 0.5) if SHAPE_NAMES[label] == "heart" else rng.uniform(0, 2 * np.pi)
-    if pose == "centred":
+    if pose == "centred":  # drawn above anyway, so the colour draws below match "random"
         radius, cx, cy, angle = CENTRED_RADIUS * res, res / 2, res / 2, 0.0
     light = rng.uniform() < 0.3
     foreground = _colour(
