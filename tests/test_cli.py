@@ -28,8 +28,9 @@ def test_every_flag_has_a_spelling_torchrun_leaves_alone(command):
 
 def test_train_flags_map_onto_config_fields():
     from genzoo.config import RunConfig, field_paths
+    from genzoo.registry import TAGGED_SECTIONS
 
-    keys = set(field_paths(RunConfig()))
+    keys = set(field_paths(RunConfig())) | set(TAGGED_SECTIONS)  # --tokenizer kl-vae:PATH
     for _, key, *_ in TRAIN_FLAGS:
         assert key in keys
     from genzoo.config import SampleConfig

@@ -13,7 +13,7 @@ def test_presets_follow_the_dit_table():
             m = preset(f"dit-{size}{p}").model
             assert (m.depth, m.hidden_size, m.num_heads, m.patch_size) == (depth, hidden, heads, p)
     assert preset("DiT-XL/2").model.depth == 28
-    assert preset("sit-b4").family == "flow" and preset("dit-b4").family == "diffusion"
+    assert preset("sit-b4").family.kind == "flow" and preset("dit-b4").family.kind == "diffusion"
     assert {"dit-s2", "dit-xl8", "sit-xl2", "dit-tiny"} <= set(PRESETS)
 
 
@@ -30,8 +30,8 @@ def test_set_reaches_nested_fields_with_types():
     assert cfg.model.depth == 3 and cfg.train.lr == 3e-4 and cfg.train.compile is True
     assert cfg.train.betas == (0.9, 0.95)
     s = SampleConfig()
-    apply_overrides(s, ["cfg_interval=0.1,0.9", "steps=7"])
-    assert s.cfg_interval == (0.1, 0.9) and s.steps == 7
+    apply_overrides(s, ["cfg_interval=0.1,0.9", "steps=7", "num=4"])
+    assert s.options == {"cfg_interval": "0.1,0.9", "steps": "7"} and s.num == 4
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,8 @@ def test_set_reaches_nested_fields_with_types():
         ("model.dept=3", "unknown config key 'model.dept'"),
         ("train.lr=fast", "expected a value of type float"),
         ("train.compile=maybe", "expected true/false"),
-        ("model=3", "is a group"),
+        ("model=3", "unknown model kind '3'; choose one of: dit"),
+        ("train=3", "is a group"),
         ("depth", "expected key=value"),
     ],
 )

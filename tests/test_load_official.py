@@ -23,7 +23,7 @@ def dit_file(tmp_path):
 
 def test_official_forward_is_the_loaded_network(dit_file):
     pipe = genzoo.load_official("dit", dit_file, device="cpu", **SMALL)
-    assert not pipe.model.training and pipe.cfg_channels == 3
+    assert not pipe.model.training and pipe.default_options["cfg_channels"] == 3
     x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([0, 999]), torch.tensor([1, 10])
     out = pipe.model(x, t, y)
     assert out.shape == (2, 8, 8, 8)  # learned sigma: [eps, v]
@@ -80,8 +80,10 @@ def test_sit_checkpoint_with_learned_sigma_samples_velocity_channels(tmp_path):
 
     save_file(random_official_state_dict(seed=2, **SMALL), str(path))
     pipe = genzoo.load_official("sit", path, device="cpu", **SMALL)
-    assert pipe.cfg.family == "flow"
+    assert pipe.cfg.family.kind == "flow"
     y, z = torch.tensor([0, 9]), torch.randn(2, 4, 8, 8)
+    # the official SiT forward keeps the velocity half of its 2C outputs
+    assert pipe.model(z, torch.tensor([0.3, 0.7]), y).shape == (2, 4, 8, 8)
     for sampler in ("euler", "heun", "euler-maruyama"):
         g = torch.Generator().manual_seed(0)
         out = pipe.sample_latents(y, noise=z, sampler=sampler, steps=4, cfg=1.5, generator=g)

@@ -193,7 +193,8 @@ def test_training_from_cached_latents_and_sampling_through_the_vae(tmp_path):
     argv += ["--res", "16", "--batch-size", "4", "--steps", "2", "--quiet", "--device", "cpu"]
     assert main([*argv, "--out", str(run), "--set", "train.grid_steps=2"]) == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["tokenizer"]["spec"] == spec and cfg["model"]["input_size"] == 8
+    assert cfg["tokenizer"] == {"kind": "kl-vae", "source": str(tmp_path / "vae"), "scale": 0.18215}
+    assert cfg["model"]["input_size"] == 8
     assert cfg["model"]["in_channels"] == 4
     import genzoo
 

@@ -9,7 +9,7 @@ scores = genzoo.evaluate("samples.npz", "VIRTUAL_imagenet256_labeled.npz", ["fid
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "load_official", "evaluate", "Pipeline", "train"]
+__all__ = ["load", "load_official", "load_official_tokenizer", "evaluate", "Pipeline", "train"]
 
 
 def __getattr__(name: str):
@@ -18,10 +18,10 @@ def __getattr__(name: str):
         from genzoo import pipeline
 
         return getattr(pipeline, name)
-    if name == "load_official":
-        from genzoo.zoo.load_official import load_official
+    if name in ("load_official", "load_official_tokenizer"):
+        from genzoo.zoo import load_official
 
-        return load_official
+        return getattr(load_official, name)
     if name == "evaluate":
         from genzoo.metrics import evaluate
 

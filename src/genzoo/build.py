@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genzoo.config import RunConfig
+from genzoo.config import RunConfig, tokenizer_section
 from genzoo.errors import GenzooError
 
 # Fields that change what is trained; changing any of them on an existing run is refused.
@@ -26,25 +26,20 @@ RESUMABLE_FIELDS = {
 }
 
 
-def resolve(cfg: RunConfig, dataset, tokenizer) -> RunConfig:
-    """Fill (in place) the fields that follow from the data and tokenizer; check sizes fit."""
-    m = cfg.model
-    res = cfg.data.res
-    stride = tokenizer.stride
-    if res % (m.patch_size * stride):
-        raise GenzooError(
-            f"resolution {res} is not divisible by patch size {m.patch_size} × tokenizer stride "
-            f"{stride} = {m.patch_size * stride}; pick --res as a multiple of "
-            f"{m.patch_size * stride} or another preset/patch size"
-        )
-    m.input_size = res // stride
-    m.in_channels = tokenizer.channels
-    m.num_classes = dataset.num_classes
-    m.learn_sigma = cfg.family == "diffusion" and cfg.diffusion.learn_sigma
-    if m.time_cond == "tdln":  # TD-LN reads time in [0, 1]; diffusion feeds integer indices
-        m.tdln_time_scale = (
-            1.0 / cfg.diffusion.diffusion_steps if cfg.family == "diffusion" else 1.0
-        )
+def resolve(cfg: RunConfig, dataset, tokenizer, family=None) -> RunConfig:
+    """Fill (in place) the model fields that follow from the data, tokenizer and family."""
+    from genzoo.backbones import BACKBONES
+    from genzoo.families import build_family
+
+    family = family if family is not None else build_family(cfg)
+    backbone = BACKBONES.get(BACKBONES.kind_of(cfg.model))
+    backbone.resolve(
+        cfg.model,
+        res=cfg.data.res,
+        tokenizer=tokenizer,
+        num_classes=dataset.num_classes,
+        family=family,
+    )
     return cfg
 
 
@@ -73,27 +68,40 @@ def incompatible_fields(old: RunConfig, new: RunConfig) -> list[str]:
 
 
 def build_data_and_tokenizer(cfg: RunConfig):
+    """The training dataset and the tokenizer; a cache of latents or token ids names its own
+    tokenizer, which then replaces the default `pixels` (and must agree with any other)."""
     from genzoo.data import build_dataset
-    from genzoo.tokenizers import build_tokenizer
+    from genzoo.tokenizers import TOKENIZERS, build_tokenizer
 
     dataset = build_dataset(
         cfg.data.spec, cfg.data.res, train=True, seed=cfg.data.seed, skip_bad=cfg.data.skip_bad
     )
     if getattr(dataset, "is_latent", False):
         meta = dataset.meta
-        if cfg.tokenizer.spec not in ("pixels", meta["tokenizer"]):
+        cached = RunConfig.from_dict(
+            {"tokenizer": tokenizer_section(meta["tokenizer"], meta.get("scale"))}
+        ).tokenizer
+        if TOKENIZERS.kind_of(cfg.tokenizer) != "pixels" and cfg.tokenizer != cached:
             raise GenzooError(
-                f"--data {cfg.data.spec} holds latents of tokenizer {meta['tokenizer']!r} but "
-                f"--tokenizer is {cfg.tokenizer.spec!r}; drop --tokenizer or make them agree"
+                f"--data {cfg.data.spec} holds the output of tokenizer {meta['tokenizer']!r} but "
+                f"the run's tokenizer is {cfg.tokenizer!r}; drop --tokenizer or make them agree"
             )
-        cfg.tokenizer.spec = meta["tokenizer"]
-        cfg.tokenizer.scale = float(meta.get("scale", cfg.tokenizer.scale))
         if int(meta["res"]) != cfg.data.res:
             raise GenzooError(
                 f"--data {cfg.data.spec} was encoded at resolution {meta['res']}, "
                 f"not --res {cfg.data.res}; pass --res {meta['res']}"
             )
-    tokenizer = build_tokenizer(cfg.tokenizer.spec, scale=cfg.tokenizer.scale)
+        cfg.tokenizer = cached
+        tokenizer = build_tokenizer(cfg.tokenizer)
+        expected = tuple(tokenizer.latent_shape(cfg.data.res))
+        if tuple(dataset.latent_shape) != expected:
+            raise GenzooError(
+                f"--data {cfg.data.spec} holds items of shape {tuple(dataset.latent_shape)}, but "
+                f"tokenizer {meta['tokenizer']!r} makes {expected} at resolution "
+                f"{cfg.data.res}; re-encode the data with this tokenizer"
+            )
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer)
     return dataset, tokenizer
 
 

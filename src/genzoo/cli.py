@@ -16,8 +16,8 @@ from genzoo.errors import GenzooError
 TRAIN_FLAGS = [
     ("--data", "data.spec", str, "shapes | shapes:centred | digits | folder:PATH | latents:DIR"),
     ("--res", "data.res", int, "image resolution in pixels"),
-    ("--tokenizer", "tokenizer.spec", str, "pixels | kl-vae:PATH_OR_HUB_ID"),
-    ("--family", "family", str, "diffusion | flow"),
+    ("--tokenizer", "tokenizer", str, "pixels | kl-vae:PATH_OR_HUB_ID | vq:RUN_OR_FILE"),
+    ("--family", "family.kind", str, "diffusion | flow | ar | …"),
     ("--steps", "train.steps", int, "total optimizer steps"),
     ("--batch-size", "train.batch_size", int, "global batch size"),
     ("--grad-accum", "train.grad_accum", int, "gradient accumulation steps"),
@@ -42,18 +42,14 @@ TRAIN_SWITCHES = [
 SAMPLE_FLAGS = [
     # --run-dir / --num-samples: under torchrun, its own parser claims --run and --num
     (("--run", "--run-dir"), "run", str, "a genzoo run directory"),
-    ("--official", "official", str, "official checkpoint kind: dit | sit"),
+    ("--official", "official", str, "official checkpoint kind: dit | sit | llamagen | rar | …"),
     ("--weights", "weights", str, "official weights (.pt / .safetensors)"),
     ("--vae", "vae", str, "SD-VAE folder or hub id for official latent models"),
+    ("--vq", "vq", str, "official VQ tokenizer weights for official token models"),
     ("--official-preset", "official_preset", str, "e.g. DiT-XL/2 (default: from the weights)"),
     ("--image-size", "image_size", int, "image size of an official model (256 or 512)"),
     (("--num", "--num-samples"), "num", int, "number of samples"),
     ("--per-class", "per_class", int, "exactly K samples of every class"),
-    ("--cfg", "cfg", float, "classifier-free guidance scale (1: off)"),
-    ("--cfg-channels", "cfg_channels", int, "guide only the first K channels (official: 3)"),
-    ("--sampler", "sampler", str, "ddpm | ddim | euler | heun | euler-maruyama"),
-    ("--steps", "steps", int, "sampling steps"),
-    ("--eta", "eta", float, "DDIM eta"),
     ("--seed", "seed", int, "global seed: sample i depends on (seed, i) only"),
     ("--batch-size", "batch_size", int, "per-process batch size"),
     ("--out", "out", str, "output .npz (ADM format)"),
@@ -99,14 +95,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def sampling_option_flags() -> dict[str, object]:
+    """Every sampling option of the registered families (`--top-k` is option top_k)."""
+    from genzoo.families import FAMILIES
+    from genzoo.families.base import option_names
+
+    return option_names(FAMILIES.get(k) for k in FAMILIES.kinds())
+
+
 def cmd_sample(args) -> int:
     from genzoo.config import SampleConfig, apply_overrides
     from genzoo.sample_command import run_sample
 
     cfg = SampleConfig()
-    if args.cfg_interval:
-        args.set.append(f"cfg_interval={args.cfg_interval}")
     apply_overrides(cfg, _overrides(args, SAMPLE_FLAGS, [("--quiet", "quiet", "")]))
+    for name in sampling_option_flags():
+        value = getattr(args, f"option:{name}")
+        if value is not None:
+            cfg.options[name] = value  # typed and checked by the pipeline's family
     run_sample(cfg)
     return 0
 
@@ -137,8 +143,9 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from genzoo.zoo.presets import PRESETS
+    from genzoo.zoo.presets import preset_names
 
+    PRESETS = preset_names()
     parser = argparse.ArgumentParser(prog="genzoo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -150,8 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample a run or an official checkpoint into an ADM npz")
-    p.add_argument("--cfg-interval", default=None, help="lo,hi noise levels where CFG is on")
     _add_flags(p, SAMPLE_FLAGS, [("--quiet", "quiet", "no progress bar")])
+    options = p.add_argument_group("sampling options (each family takes its own; see its docs)")
+    for name, default in sampling_option_flags().items():
+        options.add_argument(
+            "--" + name.replace("_", "-"), dest=f"option:{name}", default=None,
+            metavar=name.upper(),
+            help=f"default {default!r}",
+        )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("encode", help="pre-encode a dataset (and its flips) into a latent cache")

@@ -42,7 +42,7 @@ def demo_config(steps: int):
             "train.lr=2e-3",
             "train.warmup=100",
             "train.ema_decay=0.995",  # a short run: the average must not lag far behind
-            "flow.time_dist=logit-normal",  # more steps at mid noise levels, where shape forms
+            "family.time_dist=logit-normal",  # more steps at mid noise levels, where shape forms
             "train.ema_warmup=true",
             "train.ckpt_every=250",
             "train.log_every=50",

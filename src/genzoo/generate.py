@@ -122,7 +122,7 @@ def sample_to_npz(
     barrier(d)
     n = len(labels)
     lo, hi = n * d.rank // d.world, n * (d.rank + 1) // d.world
-    res = pipe.cfg.model.input_size * (pipe.tokenizer.stride if pipe.tokenizer else 1)
+    res = pipe.image_size
     part = _part_path(out, d.rank, d.world)
     shape = (hi - lo, res, res, 3)
     identity = _slice_identity(pipe, labels, seed, lo, hi, d.world, res, sample_kwargs)

@@ -2,6 +2,7 @@
 
 pipe = genzoo.load("runs/dit-s2")            # a genzoo run (EMA weights of its newest checkpoint)
 images = pipe.sample([0, 1, 2], sampler="heun", steps=50, cfg=1.5, seed=0)  # uint8 NHWC
+images = genzoo.load("runs/llamagen").sample([0, 1], temperature=1.0, top_k=0, cfg=2.0)
 
 pipe = genzoo.load_official("dit", "DiT-XL-2-256x256.pt", vae="sd-vae-ft-mse")
 z = pipe.sample_latents(y, noise=z0, sampler="ddpm", steps=250, cfg=1.5)
@@ -19,28 +20,19 @@ from torch import nn
 
 from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
+from genzoo.families.base import sample_generators, sample_noise
 from genzoo.files import atomic_write
-from genzoo.train.loader import seed_for
 
-DEFAULT_SAMPLER = {"diffusion": ("ddpm", 250), "flow": ("heun", 50)}
-
-
-def sample_noise(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.Tensor:
-    """Initial noise of samples `indices`: sample i's noise depends on (seed, i) alone."""
-    return torch.stack(
-        [
-            torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed_for(seed, i)))
-            for i in indices
-        ]
-    )
-
-
-def sample_generators(seed: int, indices: Sequence[int], device) -> list[torch.Generator]:
-    """Per-sample generators for the solver's own draws (SDE / ancestral steps)."""
-    return [torch.Generator(device).manual_seed(seed_for(seed, i, 0x5DE)) for i in indices]
+__all__ = ["Pipeline", "load", "sample_generators", "sample_noise", "write_grid"]
 
 
 class Pipeline:
+    """A backbone, its family and its tokenizer: labels in, uint8 images out.
+
+    `default_options` are sampling options this pipeline applies unless the call overrides
+    them (official DiT/SiT checkpoints guide 3 latent channels, as their scripts do).
+    """
+
     def __init__(
         self,
         model: nn.Module,
@@ -49,7 +41,8 @@ class Pipeline:
         cfg: RunConfig,
         device: torch.device | str = "cpu",
         class_names: list[str] | None = None,
-        cfg_channels: int | None = None,
+        default_options: dict | None = None,
+        latent_shape: tuple[int, ...] | None = None,
     ):
         self.model = model.eval()
         self.family = family
@@ -57,15 +50,24 @@ class Pipeline:
         self.cfg = cfg
         self.device = torch.device(device)
         self.class_names = class_names
-        self.cfg_channels = cfg_channels  # 3 for official DiT/SiT checkpoints
+        self.default_options = dict(default_options or {})
+        self._latent_shape = latent_shape
 
     @property
     def num_classes(self) -> int:
         return self.cfg.model.num_classes
 
-    def latent_shape(self) -> tuple[int, int, int]:
-        m = self.cfg.model
-        return (m.in_channels, m.input_size, m.input_size)
+    @property
+    def image_size(self) -> int:
+        return self.cfg.data.res
+
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one sample before decoding: (C, h, w) latents or (h, w) token ids."""
+        if self._latent_shape is None:
+            if self.tokenizer is None:
+                raise GenzooError("this pipeline has no tokenizer; pass its latent shape")
+            self._latent_shape = tuple(self.tokenizer.latent_shape(self.image_size))
+        return self._latent_shape
 
     def _check_labels(self, y: torch.Tensor) -> torch.Tensor:
         y = torch.as_tensor(y, dtype=torch.long, device=self.device).reshape(-1)
@@ -73,23 +75,22 @@ class Pipeline:
             raise GenzooError(f"labels must lie in [0, {self.num_classes - 1}]; got {y.tolist()}")
         return y
 
+    def options(self, **options) -> dict:
+        """The family's sampling options for a call: names checked, CLI strings typed."""
+        return self.family.check_options({**self.default_options, **options})
+
     @torch.no_grad()
     def sample_latents(
         self,
         y,
         *,
         noise: torch.Tensor | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        cfg: float = 1.0,
-        cfg_interval: tuple[float, float] | None = None,
-        cfg_channels: int | None = None,
         generator=None,
         seed: int = 0,
         progress: bool = False,
         **options,
     ) -> torch.Tensor:
-        """Final latents (before the tokenizer decodes them) for labels `y`.
+        """Final latents (before the tokenizer decodes them) of a noise-driven family.
 
         `y` holds the labels of the real samples only; with `cfg > 1` the doubled batch with the
         null label is built here. `noise` may be given with N rows, or with 2N rows as the
@@ -97,36 +98,30 @@ class Pipeline:
         `forward_with_cfg` ignores it). `generator` is a torch.Generator, a list of one
         generator per sample, or None: then the solver draws from the global RNG the way the
         official loops do, so seeding the global RNG reproduces the official samples.
+        Options: sampler, steps, cfg, cfg_interval, cfg_channels and the solver's own.
         """
+        if not hasattr(self.family, "sample_from_noise"):
+            raise GenzooError(
+                f"the {self.family.kind} family does not start from noise; use sample()"
+            )
         y = self._check_labels(y)
         n = len(y)
+        opts = self.options(**options)
         if noise is None:
             noise = sample_noise(self.latent_shape(), seed, range(n))
         noise = noise.to(self.device, torch.float32)
-        if noise.shape[0] == 2 * n and cfg > 1:
+        if noise.shape[0] == 2 * n and float(opts.get("cfg", 1.0)) > 1:
             noise = noise[:n]
         if noise.shape[0] != n:
             raise GenzooError(f"noise has {noise.shape[0]} rows for {n} labels (expected {n})")
-        fam = self.cfg.family
-        default_sampler, default_steps = DEFAULT_SAMPLER[fam]
-        return self.family.sample(
-            self.model,
-            y,
-            noise=noise,
-            sampler=sampler or default_sampler,
-            steps=steps or default_steps,
-            cfg=cfg,
-            cfg_interval=cfg_interval,
-            cfg_channels=cfg_channels if cfg_channels is not None else self.cfg_channels,
-            null_label=self.num_classes,
-            generator=generator,
-            progress=progress,
-            **options,
-        )
+        return self.family.sample_from_noise(
+            self.model, y, noise, generator=generator, null_label=self.num_classes,
+            progress=progress, **opts,
+        )  # fmt: skip
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents → uint8 NHWC images (DiT's rounding: clamp(127.5·x + 128) then truncate)."""
+        """Latents or ids → uint8 NHWC images (DiT's rounding: clamp(127.5·x + 128), truncate)."""
         from genzoo.data.transforms import to_uint8
 
         if self.tokenizer is None:
@@ -134,40 +129,39 @@ class Pipeline:
         x = self.tokenizer.decode(latents.to(self.device))
         return to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
 
+    @torch.no_grad()
     def sample(
         self,
         labels,
         *,
-        sampler: str | None = None,
-        steps: int | None = None,
-        cfg: float = 1.0,
-        cfg_interval: tuple[float, float] | None = None,
         seed: int = 0,
         indices: Sequence[int] | None = None,
         batch_size: int = 64,
         progress: bool = False,
         **options,
     ) -> np.ndarray:
-        """uint8 NHWC images for `labels`. Sample i uses noise from (seed, indices[i]) only, so the
-        result does not depend on the batch size or on how the work is split over processes."""
+        """uint8 NHWC images for `labels`, with the family's sampling `options` (e.g. sampler,
+        steps, cfg for diffusion; temperature, top_k, top_p, cfg for autoregressive). Sample i
+        depends on (seed, indices[i]) only, so the result does not depend on the batch size or
+        on how the work is split over processes."""
         y = self._check_labels(labels)
+        opts = self.options(**options)
         idx = list(range(len(y))) if indices is None else list(indices)
         out = []
         for s in range(0, len(y), batch_size):
-            sl = idx[s : s + batch_size]
-            z = self.sample_latents(
+            z = self.family.generate(
+                self.model,
                 y[s : s + batch_size],
-                noise=sample_noise(self.latent_shape(), seed, sl),
-                sampler=sampler,
-                steps=steps,
-                cfg=cfg,
-                cfg_interval=cfg_interval,
-                generator=sample_generators(seed, sl, self.device),
+                seed=seed,
+                indices=idx[s : s + batch_size],
+                latent_shape=self.latent_shape(),
+                device=self.device,
+                null_label=self.num_classes,
                 progress=progress,
-                **options,
+                **opts,
             )
             out.append(self.decode(z))
-        h = self.cfg.model.input_size * (self.tokenizer.stride if self.tokenizer else 1)
+        h = self.image_size
         return np.concatenate(out) if out else np.zeros((0, h, h, 3), np.uint8)
 
     def save_grid(
@@ -176,15 +170,13 @@ class Pipeline:
         *,
         classes: Sequence[int] | None = None,
         per_class: int = 8,
-        cfg: float = 1.0,
-        steps: int | None = None,
-        sampler: str | None = None,
         seed: int = 0,
+        **options,
     ) -> Path:
         """A PNG with one row per class (the first 10 classes unless `classes` is given)."""
         classes = list(range(min(self.num_classes, 10))) if classes is None else list(classes)
         labels = np.repeat(classes, per_class)
-        images = self.sample(labels, sampler=sampler, steps=steps, cfg=cfg, seed=seed)
+        images = self.sample(labels, seed=seed, **options)
         return write_grid(path, images, rows=len(classes))
 
 
@@ -208,6 +200,7 @@ def load(run_dir: str | Path, *, device: str | None = None, weights: str = "ema"
     """A genzoo run directory → Pipeline on its newest checkpoint (`weights`: "ema" or "model")."""
     from genzoo.build import build_model
     from genzoo.families import build_family
+    from genzoo.tokenizers import build_tokenizer
     from genzoo.train.checkpoint import latest_checkpoint, load_weights
     from genzoo.train.loop import CLASSES_FILE, CONFIG_FILE
 
@@ -223,9 +216,7 @@ def load(run_dir: str | Path, *, device: str | None = None, weights: str = "ema"
     if weights not in ("ema", "model"):
         raise GenzooError(f"weights={weights!r}: choose 'ema' or 'model'")
     load_weights(model, ckpt.path / f"{weights}.safetensors")
-    from genzoo.tokenizers import build_tokenizer
-
-    tokenizer = build_tokenizer(cfg.tokenizer.spec, scale=cfg.tokenizer.scale)
+    tokenizer = build_tokenizer(cfg.tokenizer)
     names_file = run_dir / CLASSES_FILE
     names = json.loads(names_file.read_text()) if names_file.is_file() else None
     return Pipeline(model.to(dev), build_family(cfg), tokenizer.to(dev), cfg, dev, names)

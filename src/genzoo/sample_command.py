@@ -12,18 +12,15 @@ from genzoo.train.distributed import init_distributed, shutdown
 
 def open_pipeline(cfg: SampleConfig, device: torch.device):
     from genzoo.pipeline import load
-    from genzoo.zoo.load_official import load_official
+    from genzoo.zoo.load_official import open_official
 
     if bool(cfg.run) == bool(cfg.official):
-        raise GenzooError("give exactly one of --run DIR or --official dit|sit --weights FILE")
+        raise GenzooError("give exactly one of --run DIR or --official KIND --weights FILE")
     if cfg.run:
         return load(cfg.run, device=str(device))
     if not cfg.weights:
         raise GenzooError(f"--official {cfg.official} needs --weights FILE")
-    kwargs = {"input_size": cfg.image_size // 8}
-    if cfg.official_preset:
-        kwargs["preset"] = cfg.official_preset
-    return load_official(cfg.official, cfg.weights, vae=cfg.vae, device=str(device), **kwargs)
+    return open_official(cfg, str(device))
 
 
 def run_sample(cfg: SampleConfig) -> None:
@@ -33,12 +30,11 @@ def run_sample(cfg: SampleConfig) -> None:
         torch.backends.cudnn.allow_tf32 = True
     try:
         pipe = open_pipeline(cfg, d.device)
+        options = pipe.options(**cfg.options)  # names checked, strings typed by the family
+        interval = options.get("cfg_interval")
+        if isinstance(interval, tuple) and len(interval) not in (0, 2):
+            raise GenzooError(f"--cfg-interval needs lo,hi; got {interval}")
         labels = make_labels(cfg.num or None, pipe.num_classes, cfg.per_class or None, cfg.seed)
-        options = {}
-        if cfg.sampler == "ddim":
-            options["eta"] = cfg.eta
-        if cfg.cfg_interval and len(cfg.cfg_interval) != 2:
-            raise GenzooError(f"--cfg-interval needs lo,hi; got {cfg.cfg_interval}")
         path = sample_to_npz(
             pipe,
             cfg.out,
@@ -48,11 +44,6 @@ def run_sample(cfg: SampleConfig) -> None:
             batch_size=cfg.batch_size,
             grid=cfg.grid or None,
             quiet=cfg.quiet,
-            sampler=cfg.sampler or None,
-            steps=cfg.steps or None,
-            cfg=cfg.cfg,
-            cfg_interval=tuple(cfg.cfg_interval) or None,
-            **({"cfg_channels": cfg.cfg_channels} if cfg.cfg_channels >= 0 else {}),
             **options,
         )
         if path is not None and not cfg.quiet:

@@ -1,18 +1,27 @@
-"""Backbones: networks that map (x, t, y) to a prediction of the same spatial size."""
+"""Backbones: the networks a family trains. `BACKBONES` maps each `model.kind` to its class.
+
+Each class has `Config` (its typed settings), is built as `Class(cfg)`, and has
+`resolve(cfg, *, res, tokenizer, num_classes, family)`, which fills the sizes that follow from
+the data, the tokenizer and the family before the network is built.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
 from genzoo.backbones.dit import DiT, DiTConfig, check_dit_config
-from genzoo.errors import GenzooError
+from genzoo.registry import Registry
 
-__all__ = ["DiT", "DiTConfig", "build_backbone", "check_dit_config"]
+BACKBONES = Registry(
+    "model",
+    {
+        "dit": "genzoo.backbones.dit:DiT",
+    },
+)
+
+__all__ = ["BACKBONES", "DiT", "DiTConfig", "build_backbone", "check_dit_config"]
 
 
-def build_backbone(cfg: DiTConfig) -> nn.Module:
-    """The network described by `cfg` (validated first; errors name the offending field)."""
-    if not isinstance(cfg, DiTConfig):
-        raise GenzooError(f"build_backbone expects a DiTConfig, got {type(cfg).__name__}")
-    check_dit_config(cfg)
-    return DiT(cfg)
+def build_backbone(cfg) -> nn.Module:
+    """The network described by model section `cfg` (validated first; errors name the field)."""
+    return BACKBONES.build(cfg)

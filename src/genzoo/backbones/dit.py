@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +39,8 @@ POSITIONS = ("sincos", "rope")
 @dataclass
 class DiTConfig:
     """Official DiT constructor arguments, plus switches that default to the official layout."""
+
+    kind: ClassVar[str] = "dit"
 
     input_size: int = 32  # latent (or pixel) side
     patch_size: int = 2
@@ -188,12 +191,33 @@ class DiT(nn.Module):
     deterministic outputs.
     """
 
+    Config = DiTConfig
+
+    @staticmethod
+    def resolve(cfg: DiTConfig, *, res: int, tokenizer, num_classes: int, family) -> None:
+        """Fill the sizes that follow from the data, tokenizer and family; check they fit."""
+        stride = tokenizer.stride
+        if res % (cfg.patch_size * stride):
+            raise GenzooError(
+                f"resolution {res} is not divisible by patch size {cfg.patch_size} × tokenizer "
+                f"stride {stride} = {cfg.patch_size * stride}; pick --res as a multiple of "
+                f"{cfg.patch_size * stride} or another preset/patch size"
+            )
+        cfg.input_size = res // stride
+        cfg.in_channels = tokenizer.channels
+        cfg.num_classes = num_classes
+        cfg.learn_sigma = bool(getattr(family, "learns_sigma", False))
+        if cfg.time_cond == "tdln":  # TD-LN reads time in [0, 1]; diffusion feeds indices
+            cfg.tdln_time_scale = float(getattr(family, "time_scale", 1.0))
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         check_dit_config(cfg)
         self.cfg = cfg
         self.in_channels = cfg.in_channels
         self.out_channels = 2 * cfg.in_channels if cfg.learn_sigma else cfg.in_channels
+        # The official SiT forward returns only the first C of its 2C channels.
+        self.returned_channels: int | None = None
         self.patch_size = cfg.patch_size
         self.grid_size = cfg.input_size // cfg.patch_size
         d, tokens = cfg.hidden_size, self.grid_size**2
@@ -288,4 +312,5 @@ class DiT(nn.Module):
             for block in self.blocks:
                 tokens = block(tokens, s, self.rope)
             tokens = self.final_layer(tokens[:, 1:], s)
-        return self.unpatchify(tokens)
+        out = self.unpatchify(tokens)
+        return out if self.returned_channels is None else out[:, : self.returned_channels]

@@ -6,6 +6,7 @@ Specs:
 * "digits": scikit-learn's handwritten digits, 10 classes (bundled, no download).
 * "folder:PATH": an ImageNet-layout folder, ADM centre-cropped.
 * "latents:DIR": a latent cache written by `genzoo encode` (`genzoo.data.latents`).
+* "tokens:DIR": the token ids of a discrete tokenizer, cached the same way.
 
 Every dataset follows `genzoo.data.base.ImageDataset`: uint8 [3, res, res] images (float latents
 for a cache), `.num_classes`, `.class_names`, `.labels`, and `get(i, flip)`.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from genzoo.data.base import ImageDataset
 from genzoo.errors import GenzooError
 
-KNOWN_SPECS = ("shapes", "shapes:centred", "digits", "folder:PATH", "latents:DIR")
+KNOWN_SPECS = ("shapes", "shapes:centred", "digits", "folder:PATH", "latents:DIR", "tokens:DIR")
 
 __all__ = ["KNOWN_SPECS", "ImageDataset", "build_dataset"]
 
@@ -45,7 +46,7 @@ def build_dataset(
         from genzoo.data.folder import FolderDataset
 
         return FolderDataset(argument, res, skip_bad=skip_bad)
-    if kind == "latents" and sep:
+    if kind in ("latents", "tokens") and sep:
         from genzoo.data.latents import LatentDataset
 
         return LatentDataset(argument, res)

@@ -1,5 +1,8 @@
 """Latent cache: encode a dataset once with a tokenizer, then train from the stored latents.
 
+The same folder format holds token ids of a discrete tokenizer (a VQ): `tokens:DIR` reads it,
+with int32 ids of shape [N, 2, h, w] in place of the latents.
+
 A cache is a folder holding three files:
 
 * `latents.npy`: [N, 2, C, h, w], float32 by default (float16 on request, half the disk).
@@ -36,7 +39,7 @@ from genzoo.errors import GenzooError
 FORMAT = "genzoo-latent-cache"
 VERSION = 1
 LATENTS_FILE, LABELS_FILE, META_FILE = "latents.npy", "labels.npy", "meta.json"
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "int32")  # int32: token ids of a discrete tokenizer
 
 
 def posterior_seed(seed: int, index: int, flip: bool) -> int:
@@ -99,6 +102,7 @@ class LatentDataset(ImageDataset):
                 f"{META_FILE} says {meta['count']}; the cache is damaged, re-create it"
             )
         self._latents: np.ndarray | None = None  # opened lazily, once per process
+        self.item_dtype = np.int64 if meta.get("dtype") == "int32" else np.float32
 
     @property
     def latents(self) -> np.ndarray:
@@ -119,7 +123,7 @@ class LatentDataset(ImageDataset):
         return {**self.__dict__, "_latents": None}
 
     def _item(self, index: int, flip: bool) -> tuple[torch.Tensor, int]:
-        latent = np.array(self.latents[index, int(flip)], dtype=np.float32)
+        latent = np.array(self.latents[index, int(flip)], dtype=self.item_dtype)
         return torch.from_numpy(latent), int(self.labels[index])
 
     def get_batch(
@@ -129,7 +133,7 @@ class LatentDataset(ImageDataset):
         indices = np.asarray(indices, dtype=np.int64)
         flips = np.asarray(flips, dtype=np.int64)
         order = np.argsort(indices, kind="stable")  # sequential reads from the map
-        picked = np.empty((len(indices), *self.latent_shape), dtype=np.float32)
+        picked = np.empty((len(indices), *self.latent_shape), dtype=self.item_dtype)
         picked[order] = self.latents[indices[order], flips[order]]
         return torch.from_numpy(picked), torch.from_numpy(self.labels[indices])
 
@@ -234,7 +238,7 @@ def _write_latents(
     dataset: ImageDataset,
     tokenizer,
     staging: Path,
-    latent_shape: tuple[int, int, int],
+    latent_shape: tuple[int, ...],
     batch_size: int,
     device: str | torch.device,
     seed: int,
@@ -258,8 +262,8 @@ def _write_latents(
             generators = _generators(seed, range(start, stop), False)
             generators += _generators(seed, range(start, stop), True)
             z = tokenizer.encode(torch.cat([x, x.flip(-1)]), generator=generators)
-            z = z.float().cpu().numpy().reshape(2, stop - start, *latent_shape)
-            latents[start:stop] = z.transpose(1, 0, 2, 3, 4)
+            z = (z.float() if z.is_floating_point() else z).cpu().numpy()
+            latents[start:stop] = np.moveaxis(z.reshape(2, stop - start, *latent_shape), 0, 1)
             labels[start:stop] = batch_labels.numpy()
             bar.update(stop - start)
             start = stop
@@ -281,7 +285,7 @@ def encode_command(
     seed: int = 0,
     skip_bad: bool = False,
     workers: int = 0,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> Path:
     """`genzoo encode`: build the dataset and tokenizer from their specs and write the cache.
 
@@ -294,6 +298,8 @@ def encode_command(
         raise GenzooError(f"--data {data_spec} is already a latent cache; pass an image dataset")
     dataset = build_dataset(data_spec, res, train=True, seed=seed, skip_bad=skip_bad)
     tokenizer = build_tokenizer(tokenizer_spec, scale)
+    discrete = getattr(tokenizer, "discrete", False)
+    dtype = dtype or ("int32" if discrete else "float32")
     began = time.perf_counter()
     path = encode_dataset(
         dataset,
@@ -310,7 +316,9 @@ def encode_command(
         size = (path / LATENTS_FILE).stat().st_size / 2**20
         shape = "x".join(str(s) for s in tokenizer.latent_shape(res))
         print(
-            f"latent cache: {len(dataset)} images (+ mirrored) as {shape} latents, {size:.1f} MiB "
-            f"in {path} ({time.perf_counter() - began:.1f} s); train with --data latents:{path}"
+            f"{'token' if discrete else 'latent'} cache: {len(dataset)} images (+ mirrored) as "
+            f"{shape} {'ids' if discrete else 'latents'}, {size:.1f} MiB in {path} "
+            f"({time.perf_counter() - began:.1f} s); train with "
+            f"--data {'tokens' if discrete else 'latents'}:{path}"
         )
     return path

@@ -1,32 +1,27 @@
-"""Generative families: how to train (`loss`) and how to generate (`sample`)."""
+"""Generative families: how to train (`loss`) and how to generate (`sample`).
+
+`FAMILIES` maps each `family.kind` to its class (the contract: `genzoo.families.base`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from genzoo.errors import GenzooError
+from genzoo.registry import Registry
 
-if TYPE_CHECKING:  # genzoo.config imports this package's config dataclasses
-    from genzoo.config import RunConfig
-    from genzoo.families.diffusion import GaussianDiffusion
-    from genzoo.families.flow import Flow
+FAMILIES = Registry(
+    "family",
+    {
+        "diffusion": "genzoo.families.diffusion:GaussianDiffusion",
+        "flow": "genzoo.families.flow:Flow",
+    },
+)
 
-FAMILIES = ("diffusion", "flow")
 
-
-def build_family(run_cfg: RunConfig) -> GaussianDiffusion | Flow:
-    """The family named by `run_cfg.family`, configured from its section of the run config."""
-    if run_cfg.family == "diffusion":
-        from genzoo.families.diffusion import GaussianDiffusion
-
-        return GaussianDiffusion(run_cfg.diffusion)
-    if run_cfg.family == "flow":
-        from genzoo.families.flow import Flow
-
-        return Flow(run_cfg.flow)
-    raise GenzooError(
-        f"unknown family {run_cfg.family!r}; choose one of: {', '.join(FAMILIES)} (set family=...)"
-    )
+def build_family(run_cfg: Any):
+    """The family of `run_cfg` (a RunConfig, or a family config section)."""
+    section = getattr(run_cfg, "family", run_cfg)
+    return FAMILIES.build(section)
 
 
 __all__ = ["FAMILIES", "build_family"]

@@ -12,13 +12,14 @@ Randomness in `loss`: t ~ U{0, …, T-1} is drawn first, then the noise, like Di
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from genzoo.errors import GenzooError
+from genzoo.families.base import NoiseFamily
 from genzoo.families.common import eval_mode, mean_flat, normal_like
 from genzoo.families.diffusion_likelihood import discretized_gaussian_log_likelihood, normal_kl
 from genzoo.families.diffusion_schedule import DiffusionSchedule, extract, space_timesteps
@@ -32,6 +33,7 @@ SAMPLER_OPTIONS = {"ddpm": ("clip_denoised",), "ddim": ("eta", "clip_denoised")}
 
 @dataclass
 class DiffusionConfig:
+    kind: ClassVar[str] = "diffusion"
     noise_schedule: str = "linear"  # "linear" | "cosine" (squaredcos_cap_v2)
     diffusion_steps: int = 1000
     predict: str = "eps"  # "eps" | "v" | "x0"
@@ -40,10 +42,19 @@ class DiffusionConfig:
     rescale_learned_sigmas: bool = False  # scale the VLB term by T/1000 (IDDPM "rescaled MSE")
 
 
-class GaussianDiffusion:
+class GaussianDiffusion(NoiseFamily):
     """A DDPM process with a `loss` for training and `sample` (ddpm / ddim) for generation."""
 
-    family = "diffusion"
+    family = kind = "diffusion"
+    Config = DiffusionConfig
+    default_sampler = ("ddpm", 250)
+    sample_options = {
+        "sampler": "ddpm",
+        "steps": "250",  # a count, "ddimN" or "N1,N2,…" (the respacing)
+        **NoiseFamily.common_options,
+        "eta": 0.0,  # ddim
+        "clip_denoised": False,
+    }
 
     def __init__(self, cfg: DiffusionConfig) -> None:
         if cfg.predict not in PREDICTIONS:
@@ -51,6 +62,8 @@ class GaussianDiffusion:
                 f"diffusion.predict={cfg.predict!r}: choose one of {', '.join(PREDICTIONS)}"
             )
         self.cfg = cfg
+        self.learns_sigma = cfg.learn_sigma  # the backbone returns 2C channels
+        self.time_scale = 1.0 / cfg.diffusion_steps  # the network sees integer step indices
         self.base_schedule = DiffusionSchedule.named(cfg.noise_schedule, cfg.diffusion_steps)
         self.num_timesteps = self.base_schedule.num_timesteps
         # DiT wraps even the full process in its respacing (betas recomputed from ᾱ), for
@@ -160,7 +173,7 @@ class GaussianDiffusion:
         return torch.where(t == 0, nll, kl)
 
     def loss(
-        self, net: Any, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+        self, net: Any, x: Tensor, y: Tensor, generator: torch.Generator | None = None, **_: Any
     ) -> dict[str, Tensor]:
         """Mean over the batch of MSE(target, prediction) [+ VLB term with a frozen mean]."""
         n = x.shape[0]

@@ -12,12 +12,13 @@ Randomness in `loss`: the noise x0 is drawn first, then t, as SiT's `Transport.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from genzoo.errors import GenzooError
+from genzoo.families.base import NoiseFamily
 from genzoo.families.common import eval_mode, mean_flat, normal_like, uniform_draw
 from genzoo.families.interpolants import DIFFUSION_FORMS, build_interpolant
 from genzoo.sampling import ClassifierFreeGuidance, check_options, check_sampler
@@ -37,15 +38,30 @@ SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class FlowConfig:
+    kind: ClassVar[str] = "flow"
     path: str = "linear"  # "linear" | "gvp"
     predict: str = "velocity"
     time_dist: str = "uniform"  # training t: "uniform" on [0, 1) | "logit-normal" (sigmoid(N(0,1)))
 
 
-class Flow:
+class Flow(NoiseFamily):
     """An interpolant between Gaussian noise and data, with a velocity-predicting network."""
 
-    family = "flow"
+    family = kind = "flow"
+    Config = FlowConfig
+    default_sampler = ("heun", 50)
+    learns_sigma = False
+    time_scale = 1.0  # t in [0, 1]
+    sample_options = {
+        "sampler": "heun",
+        "steps": 50,
+        **NoiseFamily.common_options,
+        "diffusion_form": "sigma",  # euler-maruyama
+        "diffusion_norm": 1.0,
+        "last_step": "Mean",
+        "last_step_size": 0.04,
+        "sample_eps": 0.0,
+    }
 
     def __init__(self, cfg: FlowConfig) -> None:
         if cfg.predict != "velocity":
@@ -88,7 +104,7 @@ class Flow:
 
     # -- training ---------------------------------------------------------------------------
     def loss(
-        self, net: Any, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+        self, net: Any, x: Tensor, y: Tensor, generator: torch.Generator | None = None, **_: Any
     ) -> dict[str, Tensor]:
         """Mean over the batch of mean_flat((v_θ(x_t, t) − u_t)²)."""
         x0 = normal_like(x, generator)

@@ -1,32 +1,42 @@
-"""Tokenizers: image <-> latent codecs. Build one from a spec string with `build_tokenizer`.
+"""Tokenizers: image <-> latents or token ids. `TOKENIZERS` maps each `tokenizer.kind` to its class.
 
-Specs: "pixels" (identity) and "kl-vae:PATH_OR_HUB_ID" (a diffusers AutoencoderKL).
+Spec strings name one with its source: "pixels" (identity), "kl-vae:PATH_OR_HUB_ID" (a diffusers
+AutoencoderKL), "vq:RUN_OR_FILE" (a trained VQ tokenizer).
 """
 
 from __future__ import annotations
 
 from genzoo.errors import GenzooError
+from genzoo.registry import Registry
 from genzoo.tokenizers.base import Tokenizer, gaussian_noise
 
-KNOWN_SPECS = ("pixels", "kl-vae:PATH_OR_HUB_ID")
+TOKENIZERS = Registry(
+    "tokenizer",
+    {
+        "pixels": "genzoo.tokenizers.pixels:PixelTokenizer",
+        "kl-vae": "genzoo.tokenizers.kl_vae:KLVAETokenizer",
+    },
+)
+KNOWN_SPECS = ("pixels", "kl-vae:PATH_OR_HUB_ID", "vq:RUN_OR_FILE")
 
-__all__ = ["KNOWN_SPECS", "Tokenizer", "build_tokenizer", "gaussian_noise"]
+__all__ = ["KNOWN_SPECS", "TOKENIZERS", "Tokenizer", "build_tokenizer", "gaussian_noise"]
 
 
-def build_tokenizer(spec: str, scale: float = 0.18215) -> Tokenizer:
-    """The tokenizer named by `spec`; `scale` multiplies kl-vae latents (0.18215 for SD-VAE)."""
-    kind, _, argument = spec.partition(":")
-    if kind == "pixels" and not argument:
-        from genzoo.tokenizers.pixels import PixelTokenizer
+def tokenizer_config(spec: str, scale: float | None = None):
+    """The tokenizer config section named by a spec string such as "kl-vae:PATH"."""
+    from genzoo.config import _from_dict, tokenizer_section
 
-        return PixelTokenizer()
-    if kind == "kl-vae":
-        if not argument:
-            raise GenzooError(
-                "tokenizer 'kl-vae' needs a source: kl-vae:PATH (a diffusers VAE folder) or "
-                "kl-vae:OWNER/NAME (a Hub id such as stabilityai/sd-vae-ft-ema)"
-            )
-        from genzoo.tokenizers.kl_vae import KLVAETokenizer
+    section = tokenizer_section(spec, scale)
+    kind = section.pop("kind")
+    if kind not in TOKENIZERS:
+        raise GenzooError(f"unknown tokenizer {spec!r}; known tokenizers: {', '.join(KNOWN_SPECS)}")
+    cls = TOKENIZERS.config_class(kind)
+    if section.get("source") and "source" not in cls.__dataclass_fields__:
+        raise GenzooError(f"tokenizer {kind!r} takes no source; got {spec!r}")
+    return _from_dict(cls, section, "tokenizer.")
 
-        return KLVAETokenizer(argument, scale)
-    raise GenzooError(f"unknown tokenizer {spec!r}; known tokenizers: {', '.join(KNOWN_SPECS)}")
+
+def build_tokenizer(spec, scale: float | None = None) -> Tokenizer:
+    """The tokenizer of a config section, or of a spec string ("kl-vae:PATH", scale optional)."""
+    cfg = tokenizer_config(spec, scale) if isinstance(spec, str) else spec
+    return TOKENIZERS.build(cfg)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -75,7 +77,26 @@ def load_autoencoder_kl(source: str):
     ) from failure
 
 
+@dataclass
+class KLVAEConfig:
+    kind: ClassVar[str] = "kl-vae"
+
+    source: str = ""  # a diffusers VAE folder or a Hub id (e.g. stabilityai/sd-vae-ft-mse)
+    scale: float = 0.18215  # latents are multiplied by this (0.18215 for the SD-VAE)
+
+
 class KLVAETokenizer(Tokenizer):
+    Config = KLVAEConfig
+
+    @classmethod
+    def from_config(cls, cfg: KLVAEConfig) -> KLVAETokenizer:
+        if not cfg.source:
+            raise GenzooError(
+                "tokenizer 'kl-vae' needs a source: kl-vae:PATH (a diffusers VAE folder) or "
+                "kl-vae:OWNER/NAME (a Hub id such as stabilityai/sd-vae-ft-ema)"
+            )
+        return cls(cfg.source, cfg.scale)
+
     def __init__(self, source: str, scale: float = 0.18215) -> None:
         super().__init__()
         self.vae = load_autoencoder_kl(source)

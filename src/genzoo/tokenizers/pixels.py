@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from genzoo.tokenizers.base import Generators, Tokenizer
 
 
+@dataclass
+class PixelsConfig:
+    kind: ClassVar[str] = "pixels"
+
+
 class PixelTokenizer(Tokenizer):
+    Config = PixelsConfig
+
+    @classmethod
+    def from_config(cls, cfg: PixelsConfig) -> PixelTokenizer:
+        return cls()
+
     def __init__(self) -> None:
         super().__init__()
         self.spec = "pixels"

@@ -7,7 +7,7 @@ from genzoo.errors import GenzooError
 from genzoo.generate import make_labels
 
 
-def evaluate_during_training(pipe, t: TrainConfig, batch_size: int = 64) -> dict[str, float]:
+def evaluate_samples(pipe, t: TrainConfig, batch_size: int = 64, **options) -> dict[str, float]:
     from genzoo.metrics import evaluate
 
     if not t.eval_ref:
@@ -20,8 +20,7 @@ def evaluate_during_training(pipe, t: TrainConfig, batch_size: int = 64) -> dict
                 labels[s : s + batch_size],
                 indices=range(s, min(s + batch_size, len(labels))),
                 seed=t.seed,
-                steps=t.grid_steps,
-                cfg=t.grid_cfg,
+                **options,
             )
 
     metrics = [m.strip() for m in t.eval_metrics.split(",") if m.strip()]

@@ -9,7 +9,6 @@ not depend on the number of processes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -29,6 +28,7 @@ from genzoo.train.loader import micro_batches, seed_for
 from genzoo.train.logger import RunLogger
 from genzoo.train.progress import Progress
 from genzoo.train.schedule import check_lr_schedule, lr_at
+from genzoo.train.step import StepContext, ordinary_step
 
 CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.json"
@@ -88,7 +88,8 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
         )
     check_lr_schedule(t.lr_schedule)
     dataset, tokenizer = build_data_and_tokenizer(cfg)
-    cfg = resolve(cfg, dataset, tokenizer)
+    family = build_family(cfg)
+    cfg = resolve(cfg, dataset, tokenizer, family)
     resuming = prepare_run_dir(cfg, out, d)
     barrier(d)
     if d.is_main:
@@ -100,23 +101,23 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     torch.manual_seed(seed_for(t.seed, 0x1D17))  # initial weights depend on the seed alone
     model = build_model(cfg).to(d.device)
     model.drop_labels_in_forward = False  # drop_labels() below does it, from seeded generators
+    aux = {k: m.to(d.device) for k, m in family.auxiliary(cfg).items()}
     ema = make_ema(model)
-    family = build_family(cfg)
     tokenizer = tokenizer.to(d.device)
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=t.lr,
-        betas=tuple(t.betas),
-        weight_decay=t.weight_decay,
-    )
+    net, wrapped_aux = wrap_for_training(model, aux, d, cfg.train)
+    if d.enabled and t.fsdp:
+        from genzoo.train.fsdp import shard_model
+
+        shard_model(ema, d)  # its update then stays local to each rank's shards
+    optimizers = family.make_optimizers(model, aux, t)
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
 
     start = 0
     ckpt = ck.latest_checkpoint(out) if resuming else None
     if ckpt is not None:
-        ck.load_weights(model, ckpt.path / "model.safetensors")
-        ck.load_weights(ema, ckpt.path / "ema.safetensors")
-        opt.load_state_dict(ck.load_state(ckpt)["optimizer"])
-        start = ckpt.step
+        start = ck.restore(ckpt, model, ema, optimizers, aux)
     if d.is_main:
         ck.clean_partial(out)
     if start >= t.steps:
@@ -124,13 +125,11 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
             print(f"{out}: already at step {start} ≥ --steps {t.steps}; nothing to do")
         return out
 
-    net = model
-    if d.enabled:
-        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     if t.compile:
         net = torch.compile(net)
     amp = _precision(cfg, d.device)
-    null = cfg.model.num_classes
+    null = getattr(cfg.model, "num_classes", 0)
+    dropout = getattr(cfg.model, "class_dropout_prob", 0.0)
     is_latent = getattr(dataset, "is_latent", False)
     batches = micro_batches(
         dataset,
@@ -147,31 +146,34 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     progress = Progress(t.steps, start, enabled=d.is_main and not t.quiet)
     hooks = _Hooks(cfg, out, d, ema, family, tokenizer, dataset)
     model.train()
+    for m in aux.values():
+        m.train()
     step = start
     last_log, imgs_since = time.perf_counter(), 0
     step_start = last_log
+    own_step = family.train_step is not None
+
+    def micro_batch(a: int, step_now: int):
+        x, y = next(batches)
+        x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+        g = torch.Generator(d.device).manual_seed(seed_for(t.seed, step_now, a * d.world + d.rank))
+        with torch.no_grad():
+            z = x if is_latent else tokenizer.encode(_to_float(x), generator=g)
+        z = z.float() if z.is_floating_point() else z
+        return z, drop_labels(y, dropout, null, g), g
+
     try:
         while step < t.steps:
-            opt.zero_grad(set_to_none=True)
-            totals: dict[str, float] = {}
-            for a in range(t.grad_accum):
-                x, y = next(batches)
-                x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
-                g = torch.Generator(d.device).manual_seed(
-                    seed_for(t.seed, step, a * d.world + d.rank)
-                )
-                with torch.no_grad():
-                    z = x.float() if is_latent else tokenizer.encode(_to_float(x), generator=g)
-                y = drop_labels(y, cfg.model.class_dropout_prob, null, g)
-                sync = a == t.grad_accum - 1 or not d.enabled
-                with (
-                    contextlib.nullcontext() if sync else net.no_sync(),
-                    torch.autocast(d.device.type, dtype=amp, enabled=amp is not None),
-                ):
-                    losses = family.loss(net, z, y, generator=g)
-                (losses["loss"] / t.grad_accum).backward()
-                for k, v in losses.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / t.grad_accum
+            for opt in optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, group["initial_lr"], t.warmup, t.steps, t.lr_schedule)
+            ctx = StepContext(
+                model=model, net=net, optimizers=optimizers, aux=wrapped_aux, step=step,
+                total_steps=t.steps, accum=t.grad_accum, distributed=d.enabled,
+                grad_clip=t.grad_clip, amp_dtype=amp, device=d.device,
+                _batches=lambda a, s=step: micro_batch(a, s),
+            )  # fmt: skip
+            totals = family.train_step(ctx) if own_step else ordinary_step(family, ctx)
             loss = all_reduce_mean(torch.tensor(totals["loss"], device=d.device), d).item()
             if not math.isfinite(loss):
                 last = ck.latest_checkpoint(out)
@@ -180,14 +182,8 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
                     f"good checkpoint is {last.path if last else '(none yet)'}. Lower --set "
                     "train.lr or enable train.grad_clip, then re-run to resume from it."
                 )
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, t.lr, t.warmup, t.steps, t.lr_schedule)
-            grad_norm = (
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                if t.grad_clip > 0
-                else None
-            )
-            opt.step()
+            if not own_step:
+                optimizers["model"].step()
             update_ema(ema, model, ema_decay_at(step, t.ema_decay, t.ema_warmup))
             step += 1
             imgs_since += t.batch_size
@@ -196,25 +192,38 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
             step_start = now
             if step % t.log_every == 0 or step == t.steps:
                 now = time.perf_counter()
-                scalars = {k: v for k, v in totals.items()}
+                scalars = dict(totals)
                 scalars["loss"] = loss
                 scalars["img_per_s"] = imgs_since / max(now - last_log, 1e-9)
-                scalars["lr"] = opt.param_groups[0]["lr"]
-                if grad_norm is not None:
-                    scalars["grad_norm"] = float(grad_norm)
+                scalars["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
                 logger.log(step, scalars)
                 last_log, imgs_since = now, 0
             if step % t.ckpt_every == 0 or step == t.steps:
-                if d.is_main:
-                    ck.save_checkpoint(
-                        out, step, model, ema, opt, {"position": step * t.batch_size}, t.keep_ckpts
-                    )
+                ck.save_checkpoint(
+                    out, step, model, ema, optimizers, {"position": step * t.batch_size},
+                    t.keep_ckpts, aux=aux, is_main=d.is_main,
+                )  # fmt: skip
                 barrier(d)
             hooks.after_step(step, logger)
     finally:
         progress.close()
         logger.close()
     return out
+
+
+def wrap_for_training(model, aux, d: Dist, t) -> tuple[torch.nn.Module, dict]:
+    """DDP (or FSDP2 with `train.fsdp`) around the model and the family's own modules."""
+    if not d.enabled:
+        return model, dict(aux)
+    if t.fsdp:
+        from genzoo.train.fsdp import shard_model
+
+        return shard_model(model, d), {k: shard_model(m, d) for k, m in aux.items()}
+
+    def ddp(m):
+        return DDP(m, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    return ddp(model), {k: ddp(m) for k, m in aux.items()}
 
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:
@@ -230,26 +239,39 @@ class _Hooks:
         self.cfg, self.out, self.d = cfg, out, d
         self.ema, self.family, self.tokenizer, self.dataset = ema, family, tokenizer, dataset
 
-    def _pipeline(self):
+    def _pipeline(self, ema):
         from genzoo.pipeline import Pipeline
 
         names = getattr(self.dataset, "class_names", None)
-        return Pipeline(self.ema, self.family, self.tokenizer, self.cfg, self.d.device, names)
+        return Pipeline(ema, self.family, self.tokenizer, self.cfg, self.d.device, names)
+
+    def _gathered_ema(self):
+        """The EMA network on rank 0; a sharded one is gathered first (every rank calls)."""
+        if not self.cfg.train.fsdp or not self.d.enabled:
+            return self.ema
+        state = ck.full_state_dict(self.ema)
+        if not self.d.is_main:
+            return None
+        plain = build_model(self.cfg).to(self.d.device)
+        plain.load_state_dict(state)
+        return plain.eval()
 
     def after_step(self, step: int, logger: RunLogger) -> None:
         t = self.cfg.train
         final = step == t.steps
-        if self.d.is_main and ((t.grid_every and step % t.grid_every == 0) or final):
-            pipe = self._pipeline()
-            path = pipe.save_grid(
-                self.out / "samples" / f"grid-{step:07d}.png", cfg=t.grid_cfg, steps=t.grid_steps
+        grid_due = (t.grid_every and step % t.grid_every == 0) or final
+        eval_due = t.eval_every and (step % t.eval_every == 0 or final)
+        if not (grid_due or eval_due):
+            return
+        ema = self._gathered_ema()
+        if self.d.is_main and grid_due:
+            path = self.family.save_training_grid(
+                self._pipeline(ema), self.out / "samples" / f"grid-{step:07d}.png", t, self.dataset
             )
             if final:
-                (self.out / "grid.png").write_bytes(path.read_bytes())
-        if t.eval_every and (step % t.eval_every == 0 or final):
+                (self.out / "grid.png").write_bytes(Path(path).read_bytes())
+        if eval_due:
             if self.d.is_main:
-                from genzoo.train.evaluation import evaluate_during_training
-
-                scalars = evaluate_during_training(self._pipeline(), t)
+                scalars = self.family.evaluate_during_training(self._pipeline(ema), t, self.dataset)
                 logger.log(step, scalars)
             barrier(self.d)

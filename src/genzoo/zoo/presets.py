@@ -1,49 +1,37 @@
-"""Named presets: `dit-s2` … `dit-xl8`, `sit-s2` … `sit-xl8`, and tiny ones for tests/demo."""
+"""Named presets: each fills the tokenizer, model and family sections of a RunConfig.
+
+`PRESET_TABLES` lists one module per family of presets; each module defines `PRESETS` (names)
+and `preset(name) -> RunConfig`. Adding a model family's presets is one file and one line here.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
 
-# name: (depth, hidden, heads) — DiT paper Table 1; SiT uses the same sizes.
-SIZES = {
-    "s": (12, 384, 6),
-    "b": (12, 768, 12),
-    "l": (24, 1024, 16),
-    "xl": (28, 1152, 16),
-}
-# name: (depth, hidden, heads, patch)
-TINY = {
-    "tiny": (2, 64, 2, 2),  # unit tests
-    "demo": (4, 128, 4, 4),  # the embedded CPU demo: 64 tokens at 32×32, minutes on 2 cores
-}
+PRESET_TABLES = ["genzoo.zoo.presets_dit"]
 
 
-def _names() -> list[str]:
-    out = []
-    for fam in ("dit", "sit"):
-        out += [f"{fam}-{s}{p}" for s in SIZES for p in (2, 4, 8)]
-        out += [f"{fam}-{s}" for s in TINY]
-    return out
+def _tables():
+    return [importlib.import_module(m) for m in PRESET_TABLES]
 
 
-PRESETS = _names()
+def preset_names() -> list[str]:
+    return [name for table in _tables() for name in table.PRESETS]
 
 
 def preset(name: str) -> RunConfig:
     """A fresh RunConfig for a preset name (case-insensitive; `DiT-XL/2` is accepted too)."""
     key = name.lower().replace("/", "")
-    if key not in PRESETS:
-        raise GenzooError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    fam, size = key.split("-", 1)
-    cfg = RunConfig(preset=key, family="diffusion" if fam == "dit" else "flow")
-    m = cfg.model
-    if size in TINY:
-        m.depth, m.hidden_size, m.num_heads, m.patch_size = TINY[size]
-    else:
-        m.patch_size = int(size[-1])
-        m.depth, m.hidden_size, m.num_heads = SIZES[size[:-1]]
-    # SiT drops the sigma half of the output; a genzoo-trained SiT does not learn it at all.
-    m.learn_sigma = fam == "dit"
-    cfg.diffusion.learn_sigma = m.learn_sigma
-    return cfg
+    for table in _tables():
+        if key in table.PRESETS:
+            return table.preset(key)
+    raise GenzooError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":  # computed on use, so every table's names are included
+        return preset_names()
+    raise AttributeError(name)
