@@ -81,7 +81,8 @@ def build_data_and_tokenizer(cfg: RunConfig):
         cached = RunConfig.from_dict(
             {"tokenizer": tokenizer_section(meta["tokenizer"], meta.get("scale"))}
         ).tokenizer
-        if TOKENIZERS.kind_of(cfg.tokenizer) != "pixels" and cfg.tokenizer != cached:
+        unset = (TOKENIZERS.default_config("pixels"), TOKENIZERS.default_config(cached.kind))
+        if cfg.tokenizer not in unset and cfg.tokenizer != cached:
             raise GenzooError(
                 f"--data {cfg.data.spec} holds the output of tokenizer {meta['tokenizer']!r} but "
                 f"the run's tokenizer is {cfg.tokenizer!r}; drop --tokenizer or make them agree"

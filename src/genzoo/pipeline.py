@@ -55,7 +55,7 @@ class Pipeline:
 
     @property
     def num_classes(self) -> int:
-        return self.cfg.model.num_classes
+        return getattr(self.cfg.model, "num_classes", 0)
 
     @property
     def image_size(self) -> int:
@@ -126,7 +126,9 @@ class Pipeline:
 
         if self.tokenizer is None:
             raise GenzooError("this pipeline has no tokenizer to decode with; pass vae=PATH")
-        x = self.tokenizer.decode(latents.to(self.device))
+        if isinstance(latents, torch.Tensor):  # multi-scale tokenizers take a list of id maps
+            latents = latents.to(self.device)
+        x = self.tokenizer.decode(latents)
         return to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.no_grad()
@@ -219,4 +221,5 @@ def load(run_dir: str | Path, *, device: str | None = None, weights: str = "ema"
     tokenizer = build_tokenizer(cfg.tokenizer)
     names_file = run_dir / CLASSES_FILE
     names = json.loads(names_file.read_text()) if names_file.is_file() else None
-    return Pipeline(model.to(dev), build_family(cfg), tokenizer.to(dev), cfg, dev, names)
+    tokenizer = tokenizer.to(dev)
+    return Pipeline(model.to(dev), build_family(cfg, tokenizer), tokenizer, cfg, dev, names)

@@ -59,15 +59,21 @@ class Registry:
 
     def kind_of(self, cfg: Any) -> str:
         kind = getattr(type(cfg), "kind", None)
-        if kind is None:
-            raise GenzooError(f"{type(cfg).__name__} is not a registered {self.part} config")
+        if kind is None:  # a config class not yet seen through this registry
+            kind = next((k for k in self.kinds() if self.get(k).Config is type(cfg)), None)
+            if kind is None:
+                raise GenzooError(f"{type(cfg).__name__} is not a registered {self.part} config")
+            type(cfg).kind = kind
         return kind
 
     def build(self, cfg: Any, **context: Any) -> Any:
         """The part for config section `cfg` (its class decides from `cfg.kind`)."""
         cls = self.get(self.kind_of(cfg))
         if hasattr(cls, "from_config"):
-            return cls.from_config(cfg, **context)
+            import inspect
+
+            accepted = inspect.signature(cls.from_config).parameters
+            return cls.from_config(cfg, **{k: v for k, v in context.items() if k in accepted})
         return cls(cfg)
 
 

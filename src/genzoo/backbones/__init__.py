@@ -16,6 +16,11 @@ BACKBONES = Registry(
     "model",
     {
         "dit": "genzoo.backbones.dit:DiT",
+        "gpt": "genzoo.backbones.gpt:GPT",
+        "rar": "genzoo.backbones.rar:RAR",
+        "biggan": "genzoo.backbones.biggan:BigGAN",
+        "vq": "genzoo.tokenizers.vq_model:VQModel",
+        "var": "genzoo.backbones.var:VAR",
     },
 )
 

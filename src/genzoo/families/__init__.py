@@ -14,14 +14,19 @@ FAMILIES = Registry(
     {
         "diffusion": "genzoo.families.diffusion:GaussianDiffusion",
         "flow": "genzoo.families.flow:Flow",
+        "ar": "genzoo.families.autoregressive:Autoregressive",
+        "gan": "genzoo.families.gan:GAN",
+        "vqgan": "genzoo.families.vqgan:VQGANTraining",
+        "next-scale": "genzoo.families.next_scale:NextScale",
     },
 )
 
 
-def build_family(run_cfg: Any):
-    """The family of `run_cfg` (a RunConfig, or a family config section)."""
+def build_family(run_cfg: Any, tokenizer: Any = None):
+    """The family of `run_cfg` (a RunConfig, or a family config section); a family that decodes
+    while it samples (next-scale) receives the run's tokenizer."""
     section = getattr(run_cfg, "family", run_cfg)
-    return FAMILIES.build(section)
+    return FAMILIES.build(section, tokenizer=tokenizer)
 
 
 __all__ = ["FAMILIES", "build_family"]

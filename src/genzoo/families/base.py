@@ -44,6 +44,8 @@ class Family:
     # options whose default is None: the type a string given for them is read as
     option_types: ClassVar[dict[str, type]] = {}
     train_step = None  # a family with its own update defines `train_step(self, ctx) -> dict`
+    # DDP: True when a step leaves some parameters without gradients (alternating GAN steps)
+    find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -113,6 +115,10 @@ class Family:
         from genzoo.train.evaluation import evaluate_samples
 
         return evaluate_samples(pipe, train_cfg, **training_grid_options(self, train_cfg))
+
+    def ema_decay(self, step: int, decay: float) -> float:
+        """The EMA decay of update `step` (a family may start its average late, as BigGAN)."""
+        return decay
 
     def auxiliary(self, run_cfg: Any) -> dict[str, nn.Module]:
         return {}

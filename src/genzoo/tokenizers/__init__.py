@@ -15,9 +15,11 @@ TOKENIZERS = Registry(
     {
         "pixels": "genzoo.tokenizers.pixels:PixelTokenizer",
         "kl-vae": "genzoo.tokenizers.kl_vae:KLVAETokenizer",
+        "vq": "genzoo.tokenizers.vq:VQTokenizer",
+        "msvq": "genzoo.tokenizers.msvq:MultiScaleVQTokenizer",
     },
 )
-KNOWN_SPECS = ("pixels", "kl-vae:PATH_OR_HUB_ID", "vq:RUN_OR_FILE")
+KNOWN_SPECS = ("pixels", "kl-vae:PATH_OR_HUB_ID", "vq:RUN_OR_FILE", "msvq:FILE")
 
 __all__ = ["KNOWN_SPECS", "TOKENIZERS", "Tokenizer", "build_tokenizer", "gaussian_noise"]
 

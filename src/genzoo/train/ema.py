@@ -16,10 +16,16 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1−decay)·model, over every parameter (frozen tables included)."""
+    """ema ← decay·ema + (1−decay)·model, over every parameter (frozen tables included) and
+    every float buffer (BatchNorm statistics, spectral-norm vectors); other buffers are copied."""
     e = list(ema.parameters())
     m = [p.detach() for p in model.parameters()]
     torch._foreach_lerp_(e, m, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        if b_ema.is_floating_point():
+            b_ema.lerp_(b, 1.0 - decay)
+        else:
+            b_ema.copy_(b)
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool) -> float:

@@ -88,7 +88,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
         )
     check_lr_schedule(t.lr_schedule)
     dataset, tokenizer = build_data_and_tokenizer(cfg)
-    family = build_family(cfg)
+    family = build_family(cfg, tokenizer)
     cfg = resolve(cfg, dataset, tokenizer, family)
     resuming = prepare_run_dir(cfg, out, d)
     barrier(d)
@@ -104,7 +104,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     aux = {k: m.to(d.device) for k, m in family.auxiliary(cfg).items()}
     ema = make_ema(model)
     tokenizer = tokenizer.to(d.device)
-    net, wrapped_aux = wrap_for_training(model, aux, d, cfg.train)
+    net, wrapped_aux = wrap_for_training(model, aux, d, cfg.train, family)
     if d.enabled and t.fsdp:
         from genzoo.train.fsdp import shard_model
 
@@ -184,7 +184,8 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
                 )
             if not own_step:
                 optimizers["model"].step()
-            update_ema(ema, model, ema_decay_at(step, t.ema_decay, t.ema_warmup))
+            decay = family.ema_decay(step, ema_decay_at(step, t.ema_decay, t.ema_warmup))
+            update_ema(ema, model, decay)
             step += 1
             imgs_since += t.batch_size
             now = time.perf_counter()
@@ -211,7 +212,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     return out
 
 
-def wrap_for_training(model, aux, d: Dist, t) -> tuple[torch.nn.Module, dict]:
+def wrap_for_training(model, aux, d: Dist, t, family) -> tuple[torch.nn.Module, dict]:
     """DDP (or FSDP2 with `train.fsdp`) around the model and the family's own modules."""
     if not d.enabled:
         return model, dict(aux)
@@ -221,7 +222,11 @@ def wrap_for_training(model, aux, d: Dist, t) -> tuple[torch.nn.Module, dict]:
         return shard_model(model, d), {k: shard_model(m, d) for k, m in aux.items()}
 
     def ddp(m):
-        return DDP(m, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        return DDP(
+            m,
+            device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            find_unused_parameters=family.find_unused_parameters,
+        )
 
     return ddp(model), {k: ddp(m) for k, m in aux.items()}
 

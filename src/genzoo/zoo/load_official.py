@@ -21,15 +21,24 @@ OFFICIAL_CFG_CHANNELS = 3
 OFFICIAL_LOADERS: dict[str, str] = {
     "dit": "genzoo.zoo.load_official:load_dit_or_sit",
     "sit": "genzoo.zoo.load_official:load_dit_or_sit",
+    "llamagen": "genzoo.zoo.llamagen:load_llamagen_pipeline",
+    "rar": "genzoo.zoo.rar:load_rar",
+    "biggan": "genzoo.zoo.biggan:load_biggan",
+    "biggan-deep": "genzoo.zoo.biggan:load_biggan_deep",
+    "var": "genzoo.zoo.var:load_var",
 }
 # kind -> "module:function(sample_config, device) -> Pipeline": what `genzoo sample --official`
 # passes to the loader (the image size, a VAE or VQ decoder, a preset name)
 OFFICIAL_FROM_CLI: dict[str, str] = {
     "dit": "genzoo.zoo.load_official:dit_or_sit_from_cli",
     "sit": "genzoo.zoo.load_official:dit_or_sit_from_cli",
+    "llamagen": "genzoo.zoo.llamagen:llamagen_from_cli",
 }
 # kind -> "module:function(weights, *, device=None, **kwargs) -> Tokenizer"
-OFFICIAL_TOKENIZERS: dict[str, str] = {}
+OFFICIAL_TOKENIZERS: dict[str, str] = {
+    "llamagen-vq": "genzoo.tokenizers.vq:load_official_vq",
+    "var-vqvae": "genzoo.zoo.var:load_var_vqvae",
+}
 
 
 def _resolve(table: dict[str, str], kind: str, what: str):

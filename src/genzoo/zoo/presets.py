@@ -11,7 +11,7 @@ import importlib
 from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
 
-PRESET_TABLES = ["genzoo.zoo.presets_dit"]
+PRESET_TABLES = ["genzoo.zoo.presets_dit", "genzoo.zoo.presets_tokens"]
 
 
 def _tables():
