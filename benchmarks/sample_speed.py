@@ -15,13 +15,14 @@ from common import machine
 
 from genzoo.backbones import build_backbone
 from genzoo.families import build_family
+from genzoo.families.flow import FlowConfig
 from genzoo.zoo.presets import preset
 
 
 @torch.no_grad()
 def measure(name, batch, steps, cfg_scale, device, bf16, compile_, repeats=2):
     cfg = preset(name)
-    cfg.family = "flow"
+    cfg.family = FlowConfig()
     cfg.model.input_size, cfg.model.in_channels, cfg.model.learn_sigma = 32, 4, False
     torch.manual_seed(0)
     model = build_backbone(cfg.model).to(device).eval()
