@@ -119,8 +119,8 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
 
     real = loop.build_family
 
-    def poisoned(cfg):
-        fam = real(cfg)
+    def poisoned(cfg, tokenizer=None):
+        fam = real(cfg, tokenizer)
         calls = {"n": 0}
         loss = fam.loss
 
