@@ -28,7 +28,7 @@ from genzoo.nn.state_dicts import shapes_of, state_dict_problems
 from genzoo.pipeline import Pipeline
 from genzoo.tokenizers.vq import VQTokenizerConfig
 from genzoo.zoo.kinds import describe_kind, guess_kind
-from genzoo.zoo.official import _torch_load, read_state_dict
+from genzoo.zoo.official import read_state_dict
 
 MODEL_ARGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 # the official loader's order of container entries
@@ -39,29 +39,7 @@ IGNORED_KEYS = re.compile(r"layers\.\d+\.attention\.kv_cache\.(k_cache|v_cache)|
 def read_llamagen_state(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The GPT weights in a `.pt` (under "model", "module" or "state_dict", or flat), a
     `.safetensors` file, or an in-memory dict, without the ignored extra buffers."""
-    if isinstance(weights, Mapping):
-        where, obj = "the given state dict", weights
-    else:
-        path = Path(weights)
-        where = str(path)
-        if not path.is_file():
-            raise GenzooError(f"no weights file at {path}; check the path")
-        obj = read_state_dict(path) if path.suffix == ".safetensors" else _torch_load(path)
-    if not isinstance(obj, Mapping):
-        raise GenzooError(
-            f"{where} holds a {type(obj).__name__}, not a state dict; expected a mapping from "
-            "parameter names to tensors (or a checkpoint dict with 'model')"
-        )
-    for entry in CONTAINER_ENTRIES:
-        if isinstance(obj.get(entry), Mapping):
-            obj, where = obj[entry], f"{where}[{entry!r}]"
-            break
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise GenzooError(
-            f"{where} is not a state dict: entry {bad[0]!r} is a {type(obj[bad[0]]).__name__}, "
-            "not a tensor"
-        )
+    obj = read_state_dict(weights, entries=CONTAINER_ENTRIES)
     return {k: v for k, v in obj.items() if not IGNORED_KEYS.fullmatch(k)}
 
 

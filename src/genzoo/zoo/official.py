@@ -82,10 +82,12 @@ def _torch_load(path: Path) -> Any:
         ) from None
 
 
-def read_state_dict(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    weights: str | Path | Mapping[str, Any], entries: tuple[str, ...] = ("ema", "model")
+) -> dict[str, torch.Tensor]:
     """The network weights in `weights`: an official `.pt` (a plain state dict, or a training
-    checkpoint with "model"/"ema", where "ema" is preferred as the official loader does), a
-    `.safetensors` file, or a state dict (or such a checkpoint dict) in memory."""
+    checkpoint holding it under one of `entries`, the first present wins: "ema" before "model"
+    as the official DiT loader prefers), a `.safetensors` file, or a state dict in memory."""
     if isinstance(weights, Mapping):
         where, obj = "the given state dict", weights
     else:
@@ -105,9 +107,11 @@ def read_state_dict(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.
     if not isinstance(obj, Mapping):
         raise GenzooError(
             f"{where} holds a {type(obj).__name__}, not a state dict; expected a mapping from "
-            "parameter names to tensors (or a checkpoint dict with 'ema' or 'model')"
+            "parameter names to tensors (or a checkpoint dict with "
+            + " or ".join(map(repr, entries))
+            + ")"
         )
-    for entry in ("ema", "model"):
+    for entry in entries:
         if isinstance(obj.get(entry), Mapping):
             obj, where = obj[entry], f"{where}[{entry!r}]"
             break
