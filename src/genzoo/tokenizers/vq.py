@@ -21,6 +21,7 @@ from genzoo.errors import GenzooError
 from genzoo.nn.state_dicts import shapes_of, state_dict_problems
 from genzoo.tokenizers.base import Generators, Tokenizer
 from genzoo.tokenizers.vq_model import PRESETS, VQConfig, VQModel, check_vq_config
+from genzoo.zoo.official import read_state_dict, where_of
 
 # The official tokenizer `ModelArgs` fields, plus the base width genzoo makes configurable.
 OFFICIAL_VQ_ARGS = (
@@ -67,8 +68,6 @@ class VQTokenizer(Tokenizer):
         if path.is_dir():
             model = _model_from_run(path, cfg.ema)
         else:
-            from genzoo.zoo.official import read_state_dict
-
             state = read_state_dict(path)
             model = build_vq_model(VQConfig(**infer_vq_config(state)), state, str(path))
         return cls(model, spec=f"vq:{cfg.source}")
@@ -212,8 +211,6 @@ def _model_from_run(run: Path, ema: bool) -> VQModel:
     if ckpt is None:
         raise GenzooError(f"vq:{run}: the run has no checkpoint yet; train it first")
     weights = ckpt.path / ("ema.safetensors" if ema else "model.safetensors")
-    from genzoo.zoo.official import read_state_dict
-
     return build_vq_model(model_cfg, read_state_dict(weights), str(weights))
 
 
@@ -277,11 +274,9 @@ def load_official_vq(
     z_channels, dropout_p) plus `ch` (base width, 128); the defaults are VQ-16's.
     `device`: default CUDA when available, else CPU.
     """
-    from genzoo.zoo.official import read_state_dict
-
     cfg = official_vq_config(**kwargs)  # argument names first, before reading a large file
     state = read_state_dict(weights)
-    where = "the given state dict" if isinstance(weights, Mapping) else str(weights)
+    where = where_of(weights)
     model = build_vq_model(cfg, state, where)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return VQTokenizer(model, spec="llamagen-vq").to(dev)

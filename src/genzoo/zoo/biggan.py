@@ -38,7 +38,7 @@ from genzoo.backbones.biggan_deep import RELEASED_LAYERS, BigGANDeep, BigGANDeep
 from genzoo.errors import GenzooError
 from genzoo.families.gan import truncated_noise
 from genzoo.nn.state_dicts import shapes_of, state_dict_problems
-from genzoo.zoo.official import read_state_dict
+from genzoo.zoo.official import read_state_dict, where_of
 
 # Official constructor arguments (name: default) and the BigGANConfig field each sets.
 GENERATOR_ARGS = {
@@ -122,10 +122,6 @@ class BigGANPipeline:
 
         images = self.sample_images(y, truncation=truncation, seed=seed)
         return to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _where(weights: Any) -> str:
-    return "the given state dict" if isinstance(weights, Mapping) else str(weights)
 
 
 def _check_names(given: Mapping[str, Any], accepted: Mapping[str, Any], what: str) -> None:
@@ -229,7 +225,7 @@ def _fit(module_cls, cfg, state, weights, kwargs, inferred, what, optional=(), *
     if problems:
         hint = ", ".join(f"{k}={v!r}" for k, v in inferred.items())
         raise GenzooError(
-            f"the weights in {_where(weights)} do not fit the official {what} built from "
+            f"the weights in {where_of(weights)} do not fit the official {what} built from "
             f"{kwargs or 'the default arguments'}:\n  "
             + "\n  ".join(problems)
             + (
@@ -266,7 +262,7 @@ def load_biggan(
     if not inferred:
         first = ", ".join(list(state)[:5]) or "none"
         raise GenzooError(
-            f"{_where(weights)} does not look like a BigGAN generator (ajbrock layout): no "
+            f"{where_of(weights)} does not look like a BigGAN generator (ajbrock layout): no "
             f"'output_layer.0.gain' or no block count of a known resolution (first keys: {first})"
         )
     args = {**inferred, **kwargs}
@@ -274,7 +270,7 @@ def load_biggan(
     spectral = any(k.endswith(".u0") for k in state)
     if spectral and not has_log and not {"BN_eps", "SN_eps"} <= set(kwargs):
         warnings.warn(
-            f"{_where(weights)} has no sv0 buffers, as TF-hub conversions: those were made with "
+            f"{where_of(weights)} has no sv0 buffers, as TF-hub conversions: those were made with "
             "BN_eps=1e-4 and SN_eps=1e-4; pass both, or the official defaults (1e-5, 1e-12) "
             "are used",
             stacklevel=2,
@@ -299,7 +295,7 @@ def load_biggan_discriminator(
     inferred = infer_discriminator_args(state)
     if not inferred:
         raise GenzooError(
-            f"{_where(weights)} does not look like a BigGAN discriminator (ajbrock layout): it "
+            f"{where_of(weights)} does not look like a BigGAN discriminator (ajbrock layout): it "
             "needs 'blocks.0.0.conv2.weight' and a block count of a known resolution"
         )
     args = {**inferred, **kwargs}
@@ -375,7 +371,7 @@ def load_biggan_deep(
     inferred = infer_deep_fields(state)
     if not inferred:
         raise GenzooError(
-            f"{_where(weights)} does not look like BigGAN-deep weights (HF layout): it needs "
+            f"{where_of(weights)} does not look like BigGAN-deep weights (HF layout): it needs "
             "'embeddings.weight' and 'generator.bn.running_means'"
         )
     args = {**inferred, **given}
@@ -387,7 +383,7 @@ def load_biggan_deep(
     if problems:
         hint = ", ".join(f"{k}={v!r}" for k, v in inferred.items())
         raise GenzooError(
-            f"the weights in {_where(weights)} do not fit BigGAN-deep({given or 'defaults'}):\n  "
+            f"the weights in {where_of(weights)} do not fit BigGAN-deep({given or 'defaults'}):\n  "
             + "\n  ".join(problems)
             + f"\nThe weights look like {hint}; pass these, or nothing to infer them."
         )

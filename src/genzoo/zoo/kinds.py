@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from genzoo.errors import GenzooError
+
 # kind -> (what it is, how genzoo loads it)
 KINDS: dict[str, tuple[str, str]] = {
     "dit": (
@@ -136,6 +138,13 @@ def guess_kind(state_dict: Mapping[str, Any]) -> str | None:
     """
     keys = _Keys({str(k) for k in _weights_of(state_dict)})
     return next((kind for kind, rule in _RULES if rule(keys)), None)
+
+
+def refuse_other_kind(state: Mapping[str, Any], expected: str, where: str, what: str) -> None:
+    """GenzooError when `state` is recognisably the weights of another official model."""
+    kind = guess_kind(state)
+    if kind is not None and kind != expected:
+        raise GenzooError(f"{where} does not hold {what}: it looks like {describe_kind(kind)}")
 
 
 def describe_kind(kind: str) -> str:

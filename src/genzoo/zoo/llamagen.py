@@ -27,8 +27,8 @@ from genzoo.families.autoregressive import ARConfig, Autoregressive, generate_to
 from genzoo.nn.state_dicts import shapes_of, state_dict_problems
 from genzoo.pipeline import Pipeline
 from genzoo.tokenizers.vq import VQTokenizerConfig
-from genzoo.zoo.kinds import describe_kind, guess_kind
-from genzoo.zoo.official import read_state_dict
+from genzoo.zoo.kinds import refuse_other_kind
+from genzoo.zoo.official import read_state_dict, where_of
 
 MODEL_ARGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 # the official loader's order of container entries
@@ -92,16 +92,12 @@ def load_llamagen(
     """
     cfg = llamagen_config(**model_args)
     state = read_llamagen_state(weights)
-    where = "the given state dict" if isinstance(weights, Mapping) else str(weights)
+    where = where_of(weights)
     with torch.device("meta"):  # shapes only: the file's tensors become the parameters
         model = GPT(cfg)
     problems = state_dict_problems(shapes_of(model.state_dict()), shapes_of(state))
     if problems:
-        kind = guess_kind(state)
-        if kind is not None and kind != "llamagen":
-            raise GenzooError(
-                f"{where} does not hold LlamaGen GPT weights: it looks like {describe_kind(kind)}"
-            )
+        refuse_other_kind(state, "llamagen", where, "LlamaGen GPT weights")
         built = ", ".join(
             f"{k}={getattr(cfg, k)!r}"
             for k in ("dim", "n_layer", "n_head", "vocab_size", "num_classes", "multiple_of")

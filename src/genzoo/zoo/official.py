@@ -82,6 +82,11 @@ def _torch_load(path: Path) -> Any:
         ) from None
 
 
+def where_of(weights: Any) -> str:
+    """How error messages name weights: the file path, or "the given state dict"."""
+    return "the given state dict" if isinstance(weights, Mapping) else str(weights)
+
+
 def read_state_dict(
     weights: str | Path | Mapping[str, Any], entries: tuple[str, ...] = ("ema", "model")
 ) -> dict[str, torch.Tensor]:
@@ -283,7 +288,7 @@ def build_official(
     state = read_state_dict(weights)
     inferred = infer_official_config(state)
     if "hidden_size" not in inferred:
-        where = "the given state dict" if isinstance(weights, Mapping) else str(weights)
+        where = where_of(weights)
         first = ", ".join(list(state)[:5]) or "none"
         raise GenzooError(
             f"{where} does not look like DiT/SiT weights: it has neither 'pos_embed' nor "
@@ -305,7 +310,7 @@ def build_official(
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = state_dict_problems(expected, shapes_of(state))
     if problems:
-        where = "the given state dict" if isinstance(weights, Mapping) else str(weights)
+        where = where_of(weights)
         built = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in OFFICIAL_ARGS)
         raise GenzooError(
             f"the weights in {where} do not fit the official {DISPLAY_NAMES[kind]}({built}):\n  "

@@ -33,8 +33,8 @@ from genzoo.sampling.tokens import (
     guide_logits,
     token_probs,
 )
-from genzoo.zoo.kinds import describe_kind, guess_kind
-from genzoo.zoo.official import read_state_dict
+from genzoo.zoo.kinds import refuse_other_kind
+from genzoo.zoo.official import read_state_dict, where_of
 
 # Constructor fields of the official class; forward_view stays "official" for its weights.
 OFFICIAL_ARGS = tuple(f.name for f in fields(RARConfig) if f.name != "forward_view")
@@ -103,7 +103,7 @@ def build_rar(weights: str | Path | Mapping[str, Any], **kwargs: Any) -> tuple[R
         raise GenzooError(
             f"unknown RAR argument(s) {', '.join(unknown)}; accepted: {', '.join(OFFICIAL_ARGS)}"
         )
-    where = "the given state dict" if isinstance(weights, Mapping) else str(weights)
+    where = where_of(weights)
     state = read_state_dict(weights)
     inferred = infer_rar_config(state)
     cfg = RARConfig(**{**inferred, **kwargs})
@@ -111,11 +111,7 @@ def build_rar(weights: str | Path | Mapping[str, Any], **kwargs: Any) -> tuple[R
         model = RAR(cfg)
     problems = state_dict_problems(shapes_of(model.state_dict()), shapes_of(state))
     if problems:
-        kind = guess_kind(state)
-        if kind is not None and kind != "rar":
-            raise GenzooError(
-                f"{where} does not hold RAR weights: it looks like {describe_kind(kind)}"
-            )
+        refuse_other_kind(state, "rar", where, "RAR weights")
         built = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in OFFICIAL_ARGS[:7])
         looks = ", ".join(f"{k}={v!r}" for k, v in inferred.items()) or "no RAR layout"
         raise GenzooError(

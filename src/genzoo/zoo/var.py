@@ -33,7 +33,7 @@ from genzoo.tokenizers.msvq import (
     MultiScaleVQTokenizer,
 )
 from genzoo.zoo.kinds import describe_kind, guess_kind
-from genzoo.zoo.official import read_state_dict
+from genzoo.zoo.official import read_state_dict, where_of
 
 VQVAE_ARGS = (
     "vocab_size", "z_channels", "ch", "beta", "using_znorm", "quant_conv_ks", "quant_resi",
@@ -54,14 +54,10 @@ KNOWN_SCHEDULES = {
 }
 
 
-def _where(weights: Any) -> str:
-    return "the given state dict" if isinstance(weights, Mapping) else str(weights)
-
-
 def _not_this_kind(weights: Any, state: Mapping, what: str, key: str) -> GenzooError:
     kind = guess_kind(state)
     looks = f"it looks like {describe_kind(kind)}" if kind else f"it has no {key!r}"
-    return GenzooError(f"{_where(weights)} does not hold {what}: {looks}")
+    return GenzooError(f"{where_of(weights)} does not hold {what}: {looks}")
 
 
 def _check_names(kwargs: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> None:
@@ -86,7 +82,7 @@ def _load_strict(module: nn.Module, state: dict, weights: Any, built: str, hint:
     problems = state_dict_problems(expected, shapes_of(state))
     if problems:
         raise GenzooError(
-            f"the weights in {_where(weights)} do not fit {built}:\n  "
+            f"the weights in {where_of(weights)} do not fit {built}:\n  "
             + "\n  ".join(problems)
             + f"\n{hint}"
         )
@@ -278,7 +274,7 @@ def load_var(weights, vae, *, device=None, vae_kwargs: Mapping[str, Any] | None 
         args.setdefault("patch_nums", vae.patch_nums)
     if "patch_nums" not in args:
         raise GenzooError(
-            f"the scales of {_where(weights)} (L = {tuple(state['pos_1LC'].shape)[1]} tokens) "
+            f"the scales of {where_of(weights)} (L = {tuple(state['pos_1LC'].shape)[1]} tokens) "
             "are not a published schedule; pass patch_nums=(...)"
         )
     if "num_heads" not in args:
