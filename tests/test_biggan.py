@@ -53,14 +53,7 @@ from genzoo.families.gan import (
 from genzoo.nn.conditional_bn import ClassConditionalBatchNorm
 from genzoo.zoo.biggan import load_biggan, load_biggan_deep, load_biggan_discriminator
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny networks run thousands of small ops: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- layouts and sizes ------------------------------------------------------------------------

@@ -11,14 +11,7 @@ from genzoo.errors import GenzooError
 from genzoo.nn.kv_cache import KVCache, causal_mask_from
 from genzoo.zoo.llamagen import load_llamagen
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_update_writes_at_the_positions_and_returns_the_prefix():

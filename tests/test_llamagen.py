@@ -29,13 +29,7 @@ from genzoo.zoo.llamagen import LlamaGenPipeline, load_llamagen, load_llamagen_p
 N, K, V = TINY["block_size"], TINY["num_classes"], TINY["vocab_size"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
