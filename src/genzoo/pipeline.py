@@ -20,10 +20,10 @@ from torch import nn
 
 from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
-from genzoo.families.base import sample_generators, sample_noise
+from genzoo.families.base import sample_noise
 from genzoo.files import atomic_write
 
-__all__ = ["Pipeline", "load", "sample_generators", "sample_noise", "write_grid"]
+__all__ = ["Pipeline", "load", "write_grid"]
 
 
 class Pipeline:

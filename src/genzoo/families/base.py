@@ -164,7 +164,6 @@ class NoiseFamily(Family):
     a generator of its own.
     """
 
-    default_sampler: ClassVar[tuple[str, int]]
     common_options: ClassVar[dict[str, Any]] = {
         "cfg": 1.0,
         "cfg_interval": (),  # (lo, hi) noise levels where guidance is on; empty: everywhere
@@ -183,13 +182,12 @@ class NoiseFamily(Family):
                           sampler=None, steps=None, cfg=1.0, cfg_interval=None,
                           cfg_channels=None, **options):  # fmt: skip
         """`sample` with the family's defaults for the options not given."""
-        default_sampler, default_steps = self.default_sampler
         return self.sample(
             net,
             y,
             noise=noise,
-            sampler=sampler or default_sampler,
-            steps=steps or default_steps,
+            sampler=sampler or self.sample_options["sampler"],
+            steps=steps or self.sample_options["steps"],
             cfg=cfg,
             cfg_interval=tuple(cfg_interval) if cfg_interval else None,
             cfg_channels=cfg_channels or None,

@@ -47,7 +47,6 @@ class GaussianDiffusion(NoiseFamily):
 
     family = kind = "diffusion"
     Config = DiffusionConfig
-    default_sampler = ("ddpm", 250)
     sample_options = {
         "sampler": "ddpm",
         "steps": "250",  # a count, "ddimN" or "N1,N2,…" (the respacing)

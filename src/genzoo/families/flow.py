@@ -49,7 +49,6 @@ class Flow(NoiseFamily):
 
     family = kind = "flow"
     Config = FlowConfig
-    default_sampler = ("heun", 50)
     learns_sigma = False
     time_scale = 1.0  # t in [0, 1]
     sample_options = {

@@ -362,8 +362,7 @@ class VQModel(nn.Module):
             )
         if res % cfg.stride:
             raise GenzooError(
-                f"resolution {res} is not a multiple of the VQ stride {cfg.stride} "
-                f"(2 ** (len(encoder_ch_mult) - 1)); pick --res as a multiple of {cfg.stride}"
+                f"--res {res} is not a multiple of the VQ stride {cfg.stride}; pick another res"
             )
 
     def __init__(self, cfg: VQConfig):

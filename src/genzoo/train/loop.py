@@ -104,11 +104,7 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     aux = {k: m.to(d.device) for k, m in family.auxiliary(cfg).items()}
     ema = make_ema(model)
     tokenizer = tokenizer.to(d.device)
-    net, wrapped_aux = wrap_for_training(model, aux, d, cfg.train, family)
-    if d.enabled and t.fsdp:
-        from genzoo.train.fsdp import shard_model
-
-        shard_model(ema, d)  # its update then stays local to each rank's shards
+    net, wrapped_aux = wrap_for_training(model, ema, aux, d, cfg.train, family)
     optimizers = family.make_optimizers(model, aux, t)
     for opt in optimizers.values():
         for group in opt.param_groups:
@@ -212,13 +208,15 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
     return out
 
 
-def wrap_for_training(model, aux, d: Dist, t, family) -> tuple[torch.nn.Module, dict]:
-    """DDP (or FSDP2 with `train.fsdp`) around the model and the family's own modules."""
+def wrap_for_training(model, ema, aux, d: Dist, t, family) -> tuple[torch.nn.Module, dict]:
+    """DDP (or FSDP2 with `train.fsdp`) around the model and the family's own modules. Under
+    FSDP the EMA copy is sharded too, so its update stays local to each rank's shards."""
     if not d.enabled:
         return model, dict(aux)
     if t.fsdp:
         from genzoo.train.fsdp import shard_model
 
+        shard_model(ema, d)
         return shard_model(model, d), {k: shard_model(m, d) for k, m in aux.items()}
 
     def ddp(m):
