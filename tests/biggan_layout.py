@@ -359,9 +359,10 @@ def tiny_deep_state(seed=0):
 class FakeContext:
     """The training context a GAN step sees: random 32-px batches with per-batch generators."""
 
-    def __init__(self, model, family, accum=2, batch=4):
+    def __init__(self, model, discriminator, family, accum=2, batch=4):
         self.model = self.net = model
-        self.optimizers = family.make_optimizers(model, None)
+        self.aux = {"D": discriminator}
+        self.optimizers = family.make_optimizers(model, self.aux)
         self.accum, self.step, self.calls, self.batch = accum, 0, 0, batch
         self.data = torch.Generator().manual_seed(7)
 
@@ -372,4 +373,7 @@ class FakeContext:
         return x, y, torch.Generator().manual_seed(1000 + self.calls)
 
     def autocast(self):
+        return contextlib.nullcontext()
+
+    def no_sync(self, net, last):
         return contextlib.nullcontext()

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 TINY_PATCH_NUMS = (1, 2, 3, 4)  # L = 30, images 64×64
 # Which φ serves each scale (spec §2), for 4 convolutions.
 PHI_MAPS = {
+    2: [0, 3],
+    3: [0, 2, 3],  # k = 1 ties between the ticks 13/36 and 23/36; float64 resolves it upward
     4: [0, 1, 2, 3],
     10: [0, 0, 1, 1, 1, 2, 2, 3, 3, 3],
     14: [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3],

@@ -16,7 +16,7 @@ from genzoo.errors import GenzooError
 TRAIN_FLAGS = [
     ("--data", "data.spec", str, "shapes | shapes:centred | digits | folder:PATH | latents:DIR"),
     ("--res", "data.res", int, "image resolution in pixels"),
-    ("--tokenizer", "tokenizer", str, "pixels | kl-vae:PATH_OR_HUB_ID | vq:RUN_OR_FILE"),
+    ("--tokenizer", "tokenizer", str, "pixels | kl-vae:PATH | vq:RUN_OR_FILE | maskgit-vqgan:FILE"),
     ("--family", "family.kind", str, "diffusion | flow | ar | …"),
     ("--steps", "train.steps", int, "total optimizer steps"),
     ("--batch-size", "train.batch_size", int, "global batch size"),
@@ -138,7 +138,7 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from genzoo.demo import run_demo
 
-    run_demo(args.out, steps=args.steps, device=args.device, quiet=args.quiet)
+    run_demo(args.out, family=args.family, steps=args.steps, device=args.device, quiet=args.quiet)
     return 0
 
 
@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="ema", help="ema | model")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", help="train a small DiT on the embedded shapes data, end to end")
+    p = sub.add_parser("demo", help="train a small generator on the embedded shapes, end to end")
+    p.add_argument("--family", default="flow", help="flow (a small DiT) | ar (VQ + LlamaGen)")
     p.add_argument("--out", default="runs-demo")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default=None)

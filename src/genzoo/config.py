@@ -74,6 +74,10 @@ class RunConfig:
     family: Any = _default("family", "diffusion")
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        for part in TAGGED_SECTIONS:  # every section knows its kind (`cfg.model.kind`)
+            registry(part).kind_of(getattr(self, part))
+
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = {}

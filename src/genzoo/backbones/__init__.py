@@ -19,8 +19,12 @@ BACKBONES = Registry(
         "gpt": "genzoo.backbones.gpt:GPT",
         "rar": "genzoo.backbones.rar:RAR",
         "biggan": "genzoo.backbones.biggan:BigGAN",
+        "biggan-deep": "genzoo.backbones.biggan_deep:BigGANDeep",
         "vq": "genzoo.tokenizers.vq_model:VQModel",
         "var": "genzoo.backbones.var:VAR",
+        "msvq": "genzoo.tokenizers.msvq_model:MSVQModel",
+        "maskgit": "genzoo.backbones.maskgit:MaskGIT",
+        "mar": "genzoo.backbones.mar:MAR",
     },
 )
 

@@ -343,9 +343,10 @@ class BigGANDiscriminator(nn.Module):
         return self.linear(h) + (self.embed(y) * h).sum(dim=1, keepdim=True)
 
 
-class BigGAN(nn.Module):
-    """G and D of one BigGAN. `forward` is G, unless `score=True` (see there), so that one call
-    through a data-parallel wrapper covers what a training step needs, as the official G_D."""
+class BigGAN(BigGANGenerator):
+    """The `biggan` backbone: the generator, which the trainer averages (EMA) and samples. Its
+    discriminator is the GAN family's own module (`GAN.auxiliary` builds it with
+    `make_discriminator`), so checkpoints hold G, its EMA and D apart, as BigGAN's do."""
 
     Config = BigGANConfig
 
@@ -357,42 +358,9 @@ class BigGAN(nn.Module):
         cfg.resolution, cfg.num_classes = res, num_classes
         check_biggan_config(cfg)
 
+    @staticmethod
+    def make_discriminator(cfg: BigGANConfig) -> BigGANDiscriminator:
+        return BigGANDiscriminator(cfg)
+
     def __init__(self, cfg: BigGANConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.G = BigGANGenerator(cfg)
-        self.D = BigGANDiscriminator(cfg)
-
-    @property
-    def dim_z(self) -> int:
-        return self.G.dim_z
-
-    def forward(
-        self,
-        z: Tensor,
-        y: Tensor,
-        truncation: float = 1.0,
-        *,
-        score: bool = False,
-        real: Tensor | None = None,
-        real_y: Tensor | None = None,
-        grad_G: bool = True,
-        augment: Callable[[Tensor], Tensor] | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """G(z, y); with score=True, D's logits of those fakes instead, and with `real`, of the
-        real images too, in one D call on the batch [fakes; reals], returned as (fake, real).
-        grad_G=False runs G without a graph (the D step). `augment` (e.g. DiffAugment) is
-        applied to D's whole input."""
-        with torch.set_grad_enabled(grad_G and torch.is_grad_enabled()):
-            fake = self.G(z, y, truncation)
-        if not score:
-            return fake
-        images, labels = fake, y
-        if real is not None:
-            images, labels = torch.cat([fake, real.to(fake.dtype)]), torch.cat([y, real_y])
-        if augment is not None:
-            images = augment(images)
-        logits = self.D(images, labels)
-        if real is None:
-            return logits
-        return logits[: fake.shape[0]], logits[fake.shape[0] :]
+        super().__init__(cfg)

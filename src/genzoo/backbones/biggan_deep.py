@@ -226,7 +226,17 @@ class BigGANDeep(nn.Module):
     """forward(z (N, z_dim), y, truncation in (0, 1]) -> images (N, 3, R, R) in [-1, 1].
 
     y: int64 labels (N,) or a float class vector (N, num_classes), which may mix classes.
+    Backbone `biggan-deep` serves the released generators; it has no discriminator to train.
     """
+
+    Config = BigGANDeepConfig
+
+    @staticmethod
+    def resolve(cfg: BigGANDeepConfig, *, res: int, tokenizer, num_classes: int, family) -> None:
+        raise GenzooError(
+            "model.kind=biggan-deep loads DeepMind's released generators (no discriminator was "
+            "released, and this port has no training-mode BatchNorm); train model.kind=biggan"
+        )
 
     def __init__(self, cfg: BigGANDeepConfig):
         super().__init__()

@@ -116,11 +116,12 @@ def check_var_config(cfg: VARConfig) -> None:
         )
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop a sample's whole residual branch with probability p (global RNG)."""
+def drop_path(x: torch.Tensor, p: float, training: bool, generator=None) -> torch.Tensor:
+    """Stochastic depth: drop a sample's whole residual branch with probability p, drawn from
+    `generator` (the trainer's per-micro-batch one: exact resume) or the global RNG."""
     if p == 0 or not training:
         return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p, generator=generator)
     return x * keep.div_(1 - p)
 
 
@@ -178,8 +179,9 @@ class AdaLNSelfAttn(nn.Module):
         self.drop_path_p = drop_path_p
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None, start: int = 0
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None, start: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """cond: the class vector (B, C), or with shared adaLN the shared (B, 1, 6, C)."""
         if self.shared_aln:
             mod = self.ada_gss + cond
@@ -187,9 +189,9 @@ class AdaLNSelfAttn(nn.Module):
             mod = self.ada_lin(cond).view(-1, 1, 6, x.shape[-1])
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mod.unbind(2)  # each (B, 1, C)
         h = self.attn(self.ln_wo_grad(x).mul(scale1.add(1)).add_(shift1), mask, start)
-        x = x + drop_path(h.mul_(gamma1), self.drop_path_p, self.training)
+        x = x + drop_path(h.mul_(gamma1), self.drop_path_p, self.training, generator)
         h = self.ffn(self.ln_wo_grad(x).mul(scale2.add(1)).add_(shift2))
-        return x + drop_path(h.mul(gamma2), self.drop_path_p, self.training)
+        return x + drop_path(h.mul(gamma2), self.drop_path_p, self.training, generator)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -319,8 +321,11 @@ class VAR(nn.Module):
     def logits(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_nm(x.float(), c).float()).float()
 
-    def forward(self, label_B: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: logit row j predicts token j of the concatenated K id maps."""
+    def forward(
+        self, label_B: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor, generator=None
+    ) -> torch.Tensor:
+        """Teacher forcing: logit row j predicts token j of the concatenated K id maps.
+        `generator`: the source of the drop-path draws in training (default: the global RNG)."""
         label, x_in = label_B, x_BLCv_wo_first_l
         self._check_labels(label)
         want = (label.shape[0], self.num_tokens - self.first_l, self.cfg.z_channels)
@@ -337,7 +342,7 @@ class VAR(nn.Module):
         x = x + (self.lvl_embed(self.lvl_1L.expand(label.shape[0], -1)) + self.pos_1LC)
         cond = self.shared_ada_lin(c)
         for block in self.blocks:
-            x = block(x, cond, self.attn_bias_for_masking)
+            x = block(x, cond, self.attn_bias_for_masking, generator=generator)
         return self.logits(x, c)
 
     # -- scale-by-scale decoding with a KV cache ----------------------------------------------

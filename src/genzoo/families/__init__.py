@@ -18,6 +18,8 @@ FAMILIES = Registry(
         "gan": "genzoo.families.gan:GAN",
         "vqgan": "genzoo.families.vqgan:VQGANTraining",
         "next-scale": "genzoo.families.next_scale:NextScale",
+        "masked": "genzoo.families.masked:Masked",
+        "masked-continuous": "genzoo.families.masked_continuous:MaskedContinuous",
     },
 )
 

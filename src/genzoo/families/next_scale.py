@@ -141,11 +141,11 @@ class NextScale(Family):
     ) -> dict[str, Tensor]:
         """z: the K per-scale id maps (a list of (B, p_k²), or (B, L) concatenated). Returns the
         weighted cross-entropy ("loss"), token accuracy, and the last scale's loss ("loss_last").
-        Nothing is drawn here (label dropout is the trainer's)."""
+        Label dropout is the trainer's; the drop-path draws come from `generator`."""
         tok = self._tokenizer()
         ids = tok.split_scales(z)
         target = torch.cat(ids, dim=1)
-        logits = net(y, tok.var_input(ids))
+        logits = net(y, tok.var_input(ids), generator=generator)  # drop-path draws
         b, length, vocab = logits.shape
         ce = F.cross_entropy(
             logits.reshape(-1, vocab),

@@ -1,5 +1,6 @@
-"""The `vqgan` family: trains a VQ tokenizer (LlamaGen `VQModel`) as VQGAN does, with the loop that
-trains every other family. A reconstruction family: it generates nothing from labels.
+"""The `vqgan` family: trains a VQ-style tokenizer (LlamaGen's `VQModel`, VAR's multi-scale
+`MSVQModel`) as VQGAN does, with the loop that trains every other family. A reconstruction
+family: it generates nothing from labels.
 
 Each step alternates two updates, as LlamaGen's `vq_train.py`:
 
@@ -34,7 +35,6 @@ from genzoo.tokenizers.vq_losses import (
     gen_loss_fn,
     reconstruction_losses,
 )
-from genzoo.tokenizers.vq_model import VQModel
 
 
 @dataclass
@@ -89,6 +89,16 @@ def no_sync_unless(sync: bool, module: nn.Module):
     return module.no_sync()
 
 
+def check_vq_style(model: nn.Module) -> None:
+    """The models this family trains: forward(x) → (reconstruction, losses with codebook,
+    commit and entropy terms), and `last_layer`, the decoder's output weight."""
+    if not hasattr(model, "last_layer"):
+        raise GenzooError(
+            f"the vqgan family trains a VQ-style tokenizer model, got {type(model).__name__}; "
+            "set model.kind=vq (LlamaGen's VQ) or model.kind=msvq (VAR's multi-scale VQ-VAE)"
+        )
+
+
 class VQGANTraining(Family):
     kind = "vqgan"
     Config = VQGANConfig
@@ -138,10 +148,11 @@ class VQGANTraining(Family):
         return write_grid(path, rows, rows=2)
 
     def evaluate_during_training(self, pipe: Any, train_cfg: Any, dataset: Any) -> dict:
-        raise GenzooError(
-            "--eval-every with the vqgan family is not available yet; measure rFID after "
-            "training with genzoo.tokenizers.rfid.reconstruction_fid"
-        )
+        """`--eval-every`: rFID of the EMA model on `train.eval_num` held-out images (Inception
+        pool features, weights found as `genzoo eval` finds them) and its codebook usage there."""
+        from genzoo.families.vq_evaluation import held_out_reconstruction_metrics
+
+        return held_out_reconstruction_metrics(pipe, train_cfg)
 
     @property
     def perceptual(self) -> PerceptualLoss:
@@ -191,11 +202,7 @@ class VQGANTraining(Family):
 
     # -- one alternating step ---------------------------------------------------------------
     def train_step(self, ctx: Any) -> dict[str, float]:
-        if not isinstance(ctx.model, VQModel):
-            raise GenzooError(
-                f"the vqgan family trains a VQ model, got {type(ctx.model).__name__}; set "
-                "model.kind=vq"
-            )
+        check_vq_style(ctx.model)
         c = self.cfg
         opt_model, opt_disc = ctx.optimizers["model"], ctx.optimizers["disc"]
         disc = ctx.aux["disc"]

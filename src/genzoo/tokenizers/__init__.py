@@ -17,9 +17,14 @@ TOKENIZERS = Registry(
         "kl-vae": "genzoo.tokenizers.kl_vae:KLVAETokenizer",
         "vq": "genzoo.tokenizers.vq:VQTokenizer",
         "msvq": "genzoo.tokenizers.msvq:MultiScaleVQTokenizer",
+        "maskgit-vqgan": "genzoo.tokenizers.maskgit_vqgan:MaskGITVQGANTokenizer",
+        "mar-kl16": "genzoo.tokenizers.mar_vae:MARVAETokenizer",
     },
 )
-KNOWN_SPECS = ("pixels", "kl-vae:PATH_OR_HUB_ID", "vq:RUN_OR_FILE", "msvq:FILE")
+KNOWN_SPECS = (
+    "pixels", "kl-vae:PATH_OR_HUB_ID", "vq:RUN_OR_FILE", "msvq:FILE", "maskgit-vqgan:FILE",
+    "mar-kl16:FILE",
+)  # fmt: skip
 
 __all__ = ["KNOWN_SPECS", "TOKENIZERS", "Tokenizer", "build_tokenizer", "gaussian_noise"]
 

@@ -11,7 +11,7 @@ the same contributions from the ids and decodes f̂. The state dict is the offic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
@@ -21,145 +21,12 @@ from torch import nn
 
 from genzoo.errors import GenzooError
 from genzoo.tokenizers.base import Generators, Tokenizer
+from genzoo.tokenizers.msvq_trunk import CH_MULT, Decoder, Encoder
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PATCH_NUMS_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
-CH_MULT = (1, 1, 2, 2, 4)  # fixed by the official class: downsampling factor 16
-RES_BLOCKS = 2
-
 ScaleIds = Sequence[torch.Tensor] | torch.Tensor
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
-
-
-class ResnetBlock(nn.Module):
-    """shortcut(x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))); 1×1 shortcut if widths differ."""
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.norm1 = group_norm(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = group_norm(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        return self.nin_shortcut(x) + self.conv2(F.silu(self.norm2(h)))
-
-
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all H·W positions, q, k, v from one 1×1 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj_out = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
-        # the official operation order (bmm, scale, softmax, bmm), so that encoded ids match
-        weights = torch.bmm(q.transpose(1, 2), k).mul_(c**-0.5).softmax(dim=2)
-        out = torch.bmm(v, weights.transpose(1, 2))
-        return x + self.proj_out(out.reshape(b, c, h, w))
-
-
-class Resample(nn.Module):
-    """Down: zero-pad one pixel on the right and bottom only, then a stride-2 3×3 conv.
-    Up: nearest-neighbour ×2, then a 3×3 conv."""
-
-    def __init__(self, channels: int, down: bool):
-        super().__init__()
-        self.down = down
-        self.conv = nn.Conv2d(channels, channels, 3, stride=1 + down, padding=1 - down)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 1, 0, 1)) if self.down else F.interpolate(x, scale_factor=2.0)
-        return self.conv(x)
-
-
-class Middle(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(h)))
-
-
-class Stage(nn.Module):
-    """One resolution level: residual blocks, each followed by attention at the lowest level,
-    then the encoder's `downsample` or the decoder's `upsample` (set by the owner)."""
-
-    def __init__(self, c_in: int, c_out: int, blocks: int, attention: bool):
-        super().__init__()
-        self.width = c_out
-        self.block = nn.ModuleList(
-            [ResnetBlock(c_out if b else c_in, c_out) for b in range(blocks)]
-        )
-        self.attn = nn.ModuleList([AttnBlock(c_out) for _ in range(blocks if attention else 0)])
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        for i, block in enumerate(self.block):
-            h = block(h)
-            if len(self.attn):
-                h = self.attn[i](h)
-        resample = getattr(self, "downsample", None) or getattr(self, "upsample", None)
-        return resample(h) if resample is not None else h
-
-
-class Encoder(nn.Module):
-    """Image (B, 3, H, W) -> latent (B, Cv, H/16, W/16)."""
-
-    def __init__(self, ch: int, z_channels: int):
-        super().__init__()
-        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
-        widths, last = [ch * m for m in (1, *CH_MULT)], len(CH_MULT) - 1
-        stages = [Stage(widths[i], widths[i + 1], RES_BLOCKS, i == last) for i in range(last + 1)]
-        for stage in stages[:-1]:
-            stage.downsample = Resample(stage.width, down=True)
-        self.down = nn.ModuleList(stages)
-        self.mid = Middle(widths[-1])
-        self.norm_out = group_norm(widths[-1])
-        self.conv_out = nn.Conv2d(widths[-1], z_channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
-        for stage in self.down:
-            h = stage(h)
-        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
-
-
-class Decoder(nn.Module):
-    """Latent -> image; `up` is indexed by level, so the lowest resolution (index 4) runs first."""
-
-    def __init__(self, ch: int, z_channels: int):
-        super().__init__()
-        widths, last = [ch * m for m in CH_MULT], len(CH_MULT) - 1
-        self.conv_in = nn.Conv2d(z_channels, widths[-1], 3, padding=1)
-        self.mid = Middle(widths[-1])
-        stages = [
-            Stage(widths[min(i + 1, last)], widths[i], RES_BLOCKS + 1, i == last)
-            for i in range(last + 1)
-        ]
-        for stage in stages[1:]:
-            stage.upsample = Resample(stage.width, down=False)
-        self.up = nn.ModuleList(stages)
-        self.norm_out = group_norm(ch)
-        self.conv_out = nn.Conv2d(ch, 3, 3, padding=1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z))
-        for stage in reversed(self.up):
-            h = stage(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class Phi(nn.Conv2d):
@@ -256,11 +123,22 @@ class MultiScaleVQTokenizer(Tokenizer):
 
     @classmethod
     def from_config(cls, cfg: MSVQConfig) -> MultiScaleVQTokenizer:
+        """From `source`: a VQ-VAE weights file (built with the section's constructor fields)
+        or a genzoo run directory that trained one (its EMA weights)."""
         if not cfg.source:
-            raise GenzooError("tokenizer 'msvq' needs a source: msvq:PATH_TO_VQVAE_WEIGHTS")
+            raise GenzooError(
+                "tokenizer 'msvq' needs a source: msvq:FILE (VQ-VAE weights, e.g. "
+                "vae_ch160v4096z32.pth) or msvq:RUN_DIR (a run that trained one)"
+            )
+        from pathlib import Path
+
+        if Path(cfg.source).expanduser().is_dir():
+            from genzoo.tokenizers.msvq_model import tokenizer_from_run
+
+            return tokenizer_from_run(cfg)
         from genzoo.zoo.var import load_var_vqvae
 
-        args = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__ if f != "source"}
+        args = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "source"}
         return load_var_vqvae(cfg.source, device="cpu", **args)
 
     def __init__(self, cfg: MSVQConfig | None = None):
@@ -341,21 +219,26 @@ class MultiScaleVQTokenizer(Tokenizer):
                 f"images of shape {tuple(x.shape)}: this tokenizer (scales {self.patch_nums}) "
                 f"codes (B, 3, {side}, {side}) images in [-1, 1]"
             )
-        f = self.quant_conv(self.encoder(x.to(self.quant_conv.weight)))
-        rest, codebook = f.clone(), self.quantize.embedding.weight
-        ids = []
-        for k, p in enumerate(self.patch_nums):
-            z = rest if k == self.num_scales - 1 else F.interpolate(rest, size=(p, p), mode="area")
-            z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            if self.cfg.using_znorm:  # cosine similarity
-                idx = torch.argmax(F.normalize(z, dim=-1) @ F.normalize(codebook.T, dim=0), dim=1)
-            else:  # squared distance |z|² + |e|² − 2 z·e, in the official operation order
-                dist = z.square().sum(1, keepdim=True) + codebook.square().sum(1)
-                idx = torch.argmin(dist.addmm_(z, codebook.T, alpha=-2, beta=1), dim=1)
-            idx = idx.reshape(x.shape[0], p * p)
+        rest, ids = self.quant_conv(self.encoder(x.to(self.quant_conv.weight))), []
+        for k in range(self.num_scales):
+            idx = self.nearest_codes(rest, k)
             rest.sub_(self.scale_contribution(self.code_map(idx, k), k, contiguous=True))
             ids.append(idx)
         return ids
+
+    @torch.no_grad()
+    def nearest_codes(self, rest: torch.Tensor, scale: int) -> torch.Tensor:
+        """Ids (B, p_k²) of the codebook rows nearest to the rest area-averaged to scale k."""
+        p, codebook = self.patch_nums[scale], self.quantize.embedding.weight
+        last = scale == self.num_scales - 1
+        z = rest if last else F.interpolate(rest, size=(p, p), mode="area")
+        z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        if self.cfg.using_znorm:  # cosine similarity
+            idx = torch.argmax(F.normalize(z, dim=-1) @ F.normalize(codebook.T, dim=0), dim=1)
+        else:  # squared distance |z|² + |e|² − 2 z·e, in the official operation order
+            dist = z.square().sum(1, keepdim=True) + codebook.square().sum(1)
+            idx = torch.argmin(dist.addmm_(z, codebook.T, alpha=-2, beta=1), dim=1)
+        return idx.reshape(rest.shape[0], p * p)
 
     def ids_to_fhat(self, ids: ScaleIds) -> torch.Tensor:
         """f̂ = Σ_k φ_k(upsampled code map of scale k), (B, Cv, p_K, p_K)."""

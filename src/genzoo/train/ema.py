@@ -22,10 +22,10 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     m = [p.detach() for p in model.parameters()]
     torch._foreach_lerp_(e, m, 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
-        if b_ema.is_floating_point():
-            b_ema.lerp_(b, 1.0 - decay)
-        else:
+        if not b_ema.is_floating_point():
             b_ema.copy_(b)
+        elif not torch.equal(b_ema, b):  # constant tables (a −inf attention mask) stay as they are
+            b_ema.lerp_(b, 1.0 - decay)
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool) -> float:

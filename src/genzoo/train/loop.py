@@ -155,7 +155,8 @@ def train(cfg: RunConfig, out: str | Path, *, device: str | None = None) -> Path
         g = torch.Generator(d.device).manual_seed(seed_for(t.seed, step_now, a * d.world + d.rank))
         with torch.no_grad():
             z = x if is_latent else tokenizer.encode(_to_float(x), generator=g)
-        z = z.float() if z.is_floating_point() else z
+        if torch.is_tensor(z) and z.is_floating_point():  # a list: per-scale token ids
+            z = z.float()
         return z, drop_labels(y, dropout, null, g), g
 
     try:

@@ -19,11 +19,10 @@ import math
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,8 +35,8 @@ from genzoo.backbones.biggan import (
 )
 from genzoo.backbones.biggan_deep import RELEASED_LAYERS, BigGANDeep, BigGANDeepConfig
 from genzoo.errors import GenzooError
-from genzoo.families.gan import truncated_noise
 from genzoo.nn.state_dicts import shapes_of, state_dict_problems
+from genzoo.zoo.biggan_pipeline import OfficialBigGAN
 from genzoo.zoo.official import read_state_dict, where_of
 
 # Official constructor arguments (name: default) and the BigGANConfig field each sets.
@@ -78,50 +77,6 @@ IGNORED_ARGS = {
     "D_activation",
 }  # fmt: skip
 DEEP_FIELDS = tuple(f.name for f in fields(BigGANDeepConfig))
-
-
-@dataclass
-class BigGANPipeline:
-    """A loaded official generator: `model(z, y, truncation)` and seeded sampling."""
-
-    model: nn.Module
-    config: BigGANConfig | BigGANDeepConfig
-    device: torch.device
-    kind: str
-
-    @property
-    def dim_z(self) -> int:
-        return self.model.dim_z
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    def _labels(self, y: Any) -> Tensor:
-        y = torch.as_tensor(y, device=self.device)
-        if y.is_floating_point():
-            if self.kind != "biggan-deep":
-                raise GenzooError("float class vectors need kind 'biggan-deep'; pass int labels")
-            return y.to(torch.float32)
-        y = y.long().reshape(-1)
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise GenzooError(f"labels must lie in [0, {self.num_classes - 1}]; got {y.tolist()}")
-        return y
-
-    @torch.no_grad()
-    def sample_images(self, y: Any, *, truncation: float = 1.0, seed: int = 0) -> Tensor:
-        """model(truncated_noise(N, dim_z, truncation, seed), y, truncation): (N, 3, R, R) in
-        [-1, 1]. y: int labels, or for BigGAN-deep also float class vectors (N, K)."""
-        y = self._labels(y)
-        z = truncated_noise(y.shape[0], self.dim_z, truncation, seed).to(self.device)
-        return self.model(z, y, truncation=truncation)
-
-    def sample(self, y: Any, *, truncation: float = 1.0, seed: int = 0) -> np.ndarray:
-        """`sample_images` as uint8 NHWC images (genzoo's conversion, as for every family)."""
-        from genzoo.data.transforms import to_uint8
-
-        images = self.sample_images(y, truncation=truncation, seed=seed)
-        return to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check_names(given: Mapping[str, Any], accepted: Mapping[str, Any], what: str) -> None:
@@ -248,7 +203,7 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 def load_biggan(
     weights: str | Path | Mapping[str, Any], device: str | torch.device | None = None, **kwargs: Any
-) -> BigGANPipeline:
+) -> OfficialBigGAN:
     """An official BigGAN generator (ajbrock layout) in eval mode, strictly loaded.
 
     `kwargs`: the official `Generator` arguments (G_ch, dim_z, bottom_width, resolution, G_attn,
@@ -279,7 +234,7 @@ def load_biggan(
     optional = tuple(f".sv{i}" for i in range(cfg.g_num_svs))
     model = _fit(BigGANGenerator, cfg, state, weights, kwargs, inferred, "Generator", optional)
     dev = _device(device)
-    return BigGANPipeline(model.to(dev), cfg, dev, "biggan")
+    return OfficialBigGAN(model.to(dev), cfg, dev, "biggan")
 
 
 def load_biggan_discriminator(
@@ -345,7 +300,7 @@ def load_biggan_deep(
     weights: str | Path | Mapping[str, Any],
     device: str | torch.device | None = None,
     **fields_: Any,
-) -> BigGANPipeline:
+) -> OfficialBigGAN:
     """The HF BigGAN-deep generator in eval mode, strictly loaded.
 
     `weights`: `pytorch_model.bin`, a `.safetensors`, a state dict, or a folder with
@@ -391,4 +346,4 @@ def load_biggan_deep(
     state = {k: v.to(torch.float32, copy=copy) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     dev = _device(device)
-    return BigGANPipeline(model.eval().to(dev), cfg, dev, "biggan-deep")
+    return OfficialBigGAN(model.eval().to(dev), cfg, dev, "biggan-deep")

@@ -26,6 +26,8 @@ OFFICIAL_LOADERS: dict[str, str] = {
     "biggan": "genzoo.zoo.biggan:load_biggan",
     "biggan-deep": "genzoo.zoo.biggan:load_biggan_deep",
     "var": "genzoo.zoo.var:load_var",
+    "maskgit": "genzoo.zoo.maskgit:load_maskgit",
+    "mar": "genzoo.zoo.mar:load_mar",
 }
 # kind -> "module:function(sample_config, device) -> Pipeline": what `genzoo sample --official`
 # passes to the loader (the image size, a VAE or VQ decoder, a preset name)
@@ -33,11 +35,19 @@ OFFICIAL_FROM_CLI: dict[str, str] = {
     "dit": "genzoo.zoo.load_official:dit_or_sit_from_cli",
     "sit": "genzoo.zoo.load_official:dit_or_sit_from_cli",
     "llamagen": "genzoo.zoo.llamagen:llamagen_from_cli",
+    "biggan": "genzoo.zoo.biggan_pipeline:biggan_from_cli",
+    "biggan-deep": "genzoo.zoo.biggan_pipeline:biggan_deep_from_cli",
+    "var": "genzoo.zoo.var:var_from_cli",
+    "maskgit": "genzoo.zoo.maskgit:maskgit_from_cli",
+    "rar": "genzoo.zoo.rar:rar_from_cli",
+    "mar": "genzoo.zoo.mar:mar_from_cli",
 }
 # kind -> "module:function(weights, *, device=None, **kwargs) -> Tokenizer"
 OFFICIAL_TOKENIZERS: dict[str, str] = {
     "llamagen-vq": "genzoo.tokenizers.vq:load_official_vq",
     "var-vqvae": "genzoo.zoo.var:load_var_vqvae",
+    "maskgit-vqgan": "genzoo.tokenizers.maskgit_vqgan:load_maskgit_vqgan",
+    "mar-kl16": "genzoo.tokenizers.mar_vae:load_official_mar_vae",
 }
 
 

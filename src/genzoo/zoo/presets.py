@@ -11,7 +11,12 @@ import importlib
 from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
 
-PRESET_TABLES = ["genzoo.zoo.presets_dit", "genzoo.zoo.presets_tokens"]
+PRESET_TABLES = [
+    "genzoo.zoo.presets_dit",
+    "genzoo.zoo.presets_tokens",
+    "genzoo.zoo.presets_masked",
+    "genzoo.zoo.presets_mar",
+]
 
 
 def _tables():

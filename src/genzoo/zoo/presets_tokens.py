@@ -67,18 +67,49 @@ def _rar(key: str) -> RunConfig:
     return cfg
 
 
-def _var(key: str) -> RunConfig:
+# VAR's multi-scale VQ-VAE as the spec's tiny test model: 64 px, 4 scales (L = 30), 64 codes.
+TINY_MSVQ = dict(ch=32, z_channels=8, vocab_size=64, v_patch_nums=(1, 2, 3, 4))
+TINY_VAR = dict(depth=2, embed_dim=64, num_heads=2)
+
+
+def _msvq(key: str) -> RunConfig:
+    """VAR's VQ-VAE (the released `vae_ch160v4096z32` architecture, or the tiny one) trained by
+    the vqgan family; the official repository has no recipe, so LlamaGen's VQ one is used."""
     from genzoo.tokenizers.msvq import MSVQConfig
 
-    model = var_preset(key.removeprefix("var-"))
-    cfg = RunConfig(preset=key, model=model, family=NextScaleConfig(), tokenizer=MSVQConfig())
+    model = MSVQConfig(**TINY_MSVQ) if key == "msvq-tiny" else MSVQConfig()
+    cfg = RunConfig(preset=key, model=model, family=VQGANConfig())
+    cfg.data.res = 16 * model.v_patch_nums[-1]
+    cfg.train.lr, cfg.train.betas, cfg.train.ema_decay = 1e-4, (0.9, 0.95), 0.999
+    if key == "msvq-tiny":
+        cfg.family.disc_start, cfg.family.perceptual_weight = 200, 0.1
+        cfg.train.lr = 1e-3
+    return cfg
+
+
+def _var(key: str) -> RunConfig:
+    from genzoo.backbones.var import VARConfig
+    from genzoo.tokenizers.msvq import MSVQConfig
+
+    if key == "var-tiny":
+        model, tokenizer = VARConfig(**TINY_VAR), MSVQConfig(**TINY_MSVQ)
+    else:
+        model = var_preset(key.removeprefix("var-"))
+        tokenizer = MSVQConfig(v_patch_nums=model.patch_nums)  # d36: the 512 px schedule
+    cfg = RunConfig(preset=key, model=model, family=NextScaleConfig(), tokenizer=tokenizer)
+    cfg.data.res = 16 * tokenizer.v_patch_nums[-1]
+    # the official trainer: AdamW, betas (0.9, 0.95), weight decay 0.05
     cfg.train.lr, cfg.train.betas, cfg.train.weight_decay = 1e-4, (0.9, 0.95), 0.05
+    if key == "var-tiny":
+        cfg.train.lr, cfg.train.weight_decay = 1e-3, 0.0
     return cfg
 
 
 def _biggan(key: str) -> RunConfig:
     cfg = RunConfig(preset=key, model=biggan_preset(key), family=GANConfig())
+    # one micro-batch per D update: train.batch_size counts the real images of all d_steps
     cfg.train.ema_decay, cfg.train.grad_clip = 0.9999, 0.0
+    cfg.train.grad_accum = cfg.family.d_steps
     if key == "biggan-tiny":
         cfg.family.ema_start = 0
     return cfg
@@ -88,7 +119,8 @@ BUILDERS = {
     **{k: _vq for k in ("vq16", "vq8", "vq16-tiny")},
     **{f"llamagen-{s.lower()}": _llamagen for s in [*LLAMAGEN_SIZES, "tiny"]},
     **{f"rar-{s.lower()}": _rar for s in RAR_SIZES},
-    **{f"var-{s}": _var for s in VAR_SIZES},
+    **{f"var-{s}": _var for s in [*VAR_SIZES, "tiny"]},
+    **{k: _msvq for k in ("msvq", "msvq-tiny")},
     **{k: _biggan for k in BIGGAN_PRESETS},
 }
 PRESETS = list(BUILDERS)

@@ -2,6 +2,8 @@
 
 pipe = load_rar("rar_xl.bin")                  # a plain state dict (.bin), .safetensors or a dict
 ids = pipe.sample_tokens(y)                    # (B, 256) ids for the MaskGIT-VQGAN decoder
+pipe = load_rar("rar_xl.bin", vq="maskgit-vqgan-imagenet-f16-256.bin")
+images = pipe.sample([1, 2], seed=0)           # uint8 images; sample i from (seed, i) alone
 
 The official sampler draws from torch's global RNG: first B uniforms (its label-shifting helper
 draws a label-dropout mask even at probability 0), then one `torch.multinomial` per step. With
@@ -12,6 +14,7 @@ uniform, then one draw per step), so a row does not depend on the rest of the ba
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import fields
@@ -21,9 +24,12 @@ from typing import Any
 import torch
 
 from genzoo.backbones.rar import RAR, RAR_SIZES, TIMESTEP_EXTRA_ROWS, RARConfig
+from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
+from genzoo.families.autoregressive import ARConfig, Autoregressive
 from genzoo.families.common import eval_mode
 from genzoo.nn.state_dicts import shapes_of, state_dict_problems
+from genzoo.pipeline import Pipeline
 from genzoo.sampling.noise import Generators
 from genzoo.sampling.tokens import (
     cfg_scale_at,
@@ -189,12 +195,46 @@ def sample_rar_tokens(
     return ids
 
 
-class RARPipeline:
-    """An official RAR generator: `model` (eval; model(tokens, y, orders) -> (B, L+1, V)),
-    its `config`, the `device`, and `sample_tokens`."""
+class OfficialRARSampling(Autoregressive):
+    """The `ar` family whose sampler is the official RAR loop (`sample_rar_tokens`): what a
+    RARPipeline's `sample` runs, with the official option names."""
 
-    def __init__(self, model: RAR, config: RARConfig, device: torch.device):
-        self.model, self.config, self.device = model.eval(), config, device
+    sample_options: dict[str, Any] = dict(README_DEMO_SAMPLING)
+
+    def sample(self, net, y, *, generators, null_label, progress=False, **options):
+        merged = {**self.sample_options, **self.check_options(options)}
+        check_cfg_options(merged["cfg"], "power-cosine", merged["cfg_pow"], -1)
+        check_token_options(merged["temperature"], 0, 1.0)
+        with eval_mode(net):
+            ids = sample_rar_tokens(net, y, generator=generators, **merged)
+        side = math.isqrt(ids.shape[1])
+        return ids.reshape(len(y), side, side)
+
+
+class RARPipeline(Pipeline):
+    """An official RAR generator: `model` (eval; model(tokens, y, orders) -> (B, L+1, V)),
+    its `config`, the `device`, `sample_tokens`, and (with a MaskGIT-VQGAN `tokenizer`) the
+    genzoo `sample`, whose defaults are `sampling_defaults()`."""
+
+    def __init__(self, model: RAR, config: RARConfig, device: torch.device, tokenizer=None):
+        side = math.isqrt(config.image_seq_len)
+        if side * side != config.image_seq_len:
+            raise GenzooError(f"image_seq_len={config.image_seq_len} is not a square token grid")
+        run = RunConfig(preset="official-rar", model=config, family=ARConfig())
+        if tokenizer is not None:
+            from genzoo.tokenizers.maskgit_vqgan import MaskGITVQGANTokenizerConfig
+
+            if tokenizer.vocab_size != config.codebook_size:
+                raise GenzooError(
+                    f"the tokenizer {tokenizer.spec} has {tokenizer.vocab_size} codes; this RAR "
+                    f"predicts {config.codebook_size}. Pass the MaskGIT-VQGAN it was trained on"
+                )
+            run.tokenizer = MaskGITVQGANTokenizerConfig(source=tokenizer.spec.partition(":")[2])
+        run.data.res = side * (tokenizer.stride if tokenizer is not None else 16)
+        family = OfficialRARSampling(ARConfig())
+        super().__init__(model, family, tokenizer, run, device, latent_shape=(side, side))
+        self.config = config
+        self.default_options = self.sampling_defaults()
 
     def sampling_defaults(self) -> dict[str, float]:
         """The published FID settings for a released size, else the README demo's."""
@@ -238,14 +278,31 @@ class RARPipeline:
 
 
 def load_rar(
-    weights: str | Path | Mapping[str, Any], device: str | torch.device | None = None, **kwargs
+    weights: str | Path | Mapping[str, Any],
+    device: str | torch.device | None = None,
+    vq: str | None = None,
+    **kwargs,
 ) -> RARPipeline:
     """Load official RAR weights (`rar_{b,l,xl,xxl}.bin`, a .safetensors file or a state dict).
 
     kwargs: the official constructor fields (codebook_size, image_seq_len,
     condition_num_classes, hidden_size, num_hidden_layers, num_attention_heads,
     intermediate_size, ...); anything not given is read from the tensor shapes.
+    vq: the MaskGIT-VQGAN weights (`maskgit-vqgan-imagenet-f16-256.bin`) that decode the ids.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = build_rar(weights, **kwargs)
-    return RARPipeline(model.to(dev), cfg, dev)
+    tokenizer = None
+    if vq:
+        from genzoo.tokenizers import build_tokenizer
+        from genzoo.tokenizers.maskgit_vqgan import MaskGITVQGANTokenizerConfig
+
+        tokenizer = build_tokenizer(MaskGITVQGANTokenizerConfig(source=str(vq))).to(dev)
+    return RARPipeline(model.to(dev), cfg, dev, tokenizer)
+
+
+def rar_from_cli(c, device: str) -> RARPipeline:
+    """`genzoo sample --official rar --weights rar_xl.bin --vq maskgit-vqgan-…bin`."""
+    if not c.vq:
+        raise GenzooError("--official rar needs --vq FILE (the MaskGIT-VQGAN that decodes its ids)")
+    return load_rar(c.weights, device=device, vq=c.vq)

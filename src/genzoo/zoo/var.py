@@ -18,13 +18,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from genzoo.backbones.var import VAR, VARConfig
+from genzoo.config import RunConfig
 from genzoo.errors import GenzooError
-from genzoo.families.next_scale import NextScale
+from genzoo.families.next_scale import NextScale, NextScaleConfig
 from genzoo.nn.state_dicts import shapes_of, state_dict_problems
+from genzoo.pipeline import Pipeline
 from genzoo.tokenizers.msvq import (
     PATCH_NUMS_256,
     PATCH_NUMS_512,
@@ -179,7 +182,8 @@ class VARTokenModel(nn.Module):
     """`model(tokens, y)`: teacher-forced logits (B, L, V) from the K id maps concatenated
     (B, L) (or their list) and labels y (B,), with y = num_classes the null class. Called as
     `model(label, x_input)` with a float (B, L − p_0², Cv) input it is the official forward.
-    The tokenizer is kept outside the module tree, as the official model keeps its VQ-VAE."""
+    The tokenizer is kept outside the module tree, as the official model keeps its VQ-VAE.
+    It samples as the transformer does (its KV cache and scale-by-scale `decode`)."""
 
     def __init__(self, var: VAR, tokenizer: MultiScaleVQTokenizer):
         super().__init__()
@@ -193,22 +197,39 @@ class VARTokenModel(nn.Module):
         y = torch.as_tensor(y_or_input, dtype=torch.long, device=self.var.pos_1LC.device)
         return self.var(y.view(-1), tokenizer.var_input(tokens_or_label))
 
+    def setup_cache(self, batch_size: int, *args: Any, **kwargs: Any) -> None:
+        self.var.setup_cache(batch_size, *args, **kwargs)
 
-class OfficialVAR:
+    def clear_cache(self) -> None:
+        self.var.clear_cache()
+
+    def decode(self, x_scale, y, scale: int) -> torch.Tensor:
+        return self.var.decode(x_scale, y, scale)
+
+
+# The README's FID protocol (cfg 1.5, top-k 900, top-p 0.96; 50 images per class): the options
+# the Pipeline's uint8 `sample` (and `genzoo sample --official var`) applies unless told otherwise.
+PUBLISHED_PROTOCOL = {"cfg": 1.5, "top_k": 900, "top_p": 0.96}
+
+
+class OfficialVAR(Pipeline):
     """A loaded VAR: `model` (token logits), `var` (the official-layout transformer),
-    `tokenizer`, `config`, `device`, and the official sampler as `sample_tokens` / `sample`."""
+    `tokenizer`, `config`, `device`, and the official sampler as `sample_tokens` / `sample`.
+
+    `sample(y, cfg, top_k, top_p, more_smooth, generator)` is the official
+    `autoregressive_infer_cfg`: float images (B, 3, H, W) in [0, 1]. Given `seed=` or `indices=`
+    it is the Pipeline's instead: uint8 NHWC images, sample i drawn from (seed, i) alone, with
+    PUBLISHED_PROTOCOL's options unless given (what `genzoo sample` and `save_grid` call)."""
 
     def __init__(self, var: VAR, tokenizer: MultiScaleVQTokenizer, device: torch.device):
-        self.var = var.to(device).eval()
-        self.tokenizer = tokenizer.to(device).eval()
-        self.model = VARTokenModel(self.var, self.tokenizer).eval()
+        var, tokenizer = var.to(device).eval(), tokenizer.to(device).eval()
+        run = RunConfig(preset="official-var", model=var.cfg, family=NextScaleConfig())
+        run.tokenizer, run.data.res = tokenizer.cfg, tokenizer.stride * tokenizer.patch_nums[-1]
+        model = VARTokenModel(var, tokenizer)
+        family = NextScale(tokenizer=tokenizer)
+        super().__init__(model, family, tokenizer, run, device, default_options=PUBLISHED_PROTOCOL)
+        self.var = var
         self.config: VARConfig = var.cfg
-        self.device = device
-        self.family = NextScale(tokenizer=self.tokenizer)
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
 
     def labels(self, y, batch_size: int | None, generator: torch.Generator | None) -> torch.Tensor:
         """Official label rules: an int is one class for all (negative: the null class); None
@@ -248,11 +269,26 @@ class OfficialVAR:
         return torch.cat(ids, dim=1)
 
     def sample(
-        self, y, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-        generator: torch.Generator | None = None, batch_size: int | None = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """Images (B, 3, H, W) in [0, 1], as `autoregressive_infer_cfg` returns them."""
-        _, f_hat = self._run(y, cfg, top_k, top_p, more_smooth, generator, batch_size)
+        self, y, cfg: float | None = None, top_k: int | None = None, top_p: float | None = None,
+        more_smooth: bool = False, generator: torch.Generator | None = None,
+        batch_size: int | None = None, *, seed: int | None = None, indices=None,
+        progress: bool = False,
+    ) -> torch.Tensor | np.ndarray:  # fmt: skip
+        """Images (B, 3, H, W) in [0, 1], as `autoregressive_infer_cfg` returns them (defaults
+        cfg 1.5, top_k 0, top_p 0); with `seed` or `indices`, the Pipeline's uint8 samples."""
+        given = {"cfg": cfg, "top_k": top_k, "top_p": top_p}
+        if seed is not None or indices is not None:
+            if generator is not None:
+                raise GenzooError("pass a generator (official draws) or seed=, not both")
+            options = {k: v for k, v in given.items() if v is not None}
+            return Pipeline.sample(
+                self, y, seed=seed or 0, indices=indices, batch_size=batch_size or 64,
+                progress=progress, more_smooth=more_smooth, **options,
+            )  # fmt: skip
+        official = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}
+        options = {k: official[k] if v is None else v for k, v in given.items()}
+        _, f_hat = self._run(y, more_smooth=more_smooth, generator=generator,
+                             batch_size=batch_size, **options)  # fmt: skip
         with torch.no_grad():
             return self.tokenizer.fhat_to_img(f_hat).add_(1).mul_(0.5)
 
@@ -300,3 +336,18 @@ def load_var(weights, vae, *, device=None, vae_kwargs: Mapping[str, Any] | None 
     )
     _load_strict(var, state, weights, built, hint)
     return OfficialVAR(var, tokenizer, dev)
+
+
+def var_from_cli(c, device: str) -> OfficialVAR:
+    """`genzoo sample --official var --weights var_d16.pth --vae vae_ch160v4096z32.pth`: the
+    scales are read from the transformer; sampling follows PUBLISHED_PROTOCOL unless --cfg,
+    --top-k or --top-p say otherwise (pass --per-class 50 for the published 50,000 images)."""
+    from genzoo.config import SampleConfig
+
+    vae = c.vq or (c.vae if c.vae != SampleConfig().vae else "")
+    if not vae:
+        raise GenzooError(
+            "--official var needs --vae FILE: the multi-scale VQ-VAE that decodes its tokens "
+            "(vae_ch160v4096z32.pth)"
+        )
+    return load_var(c.weights, vae, device=device)
