@@ -74,12 +74,29 @@ def test_tokens_cache_train_resume_and_sample(vq_run, tmp_path):
     assert main([*argv[:-3], "--sampler", "heun", "--device", "cpu"]) == 2  # not an ar option
 
 
-def test_a_token_cache_of_another_grid_is_refused(vq_run, tmp_path):
-    cache = tmp_path / "tokens"
-    argv = ["encode", "--data", "shapes", "--tokenizer", f"vq:{vq_run}", "--res", "32"]
-    assert main([*argv, "--out", str(cache), "--quiet", "--device", "cpu"]) == 0
+def test_a_token_cache_of_another_grid_is_refused(vq_run, tmp_path, capsys):
+    from genzoo.data.latents import encode_dataset
+    from genzoo.data.shapes import ShapesDataset
+    from genzoo.tokenizers import build_tokenizer
+
+    tok = build_tokenizer(f"vq:{vq_run}")
+    cache = encode_dataset(ShapesDataset(32, length=8), tok, tmp_path / "tokens", progress=False)
     meta = json.loads((cache / "meta.json").read_text())
     meta["latent_shape"] = [4, 4]
     (cache / "meta.json").write_text(json.dumps(meta))
     argv = ["train", "--preset", "llamagen-tiny", "--data", f"tokens:{cache}", "--res", "32"]
     assert main([*argv, "--out", str(tmp_path / "r"), "--steps", "1", "--quiet"]) == 2
+    assert "holds items of shape (4, 4)" in capsys.readouterr().err
+
+
+def test_encode_dataset_stores_ids_of_a_discrete_tokenizer_as_int32(vq_run, tmp_path):
+    from genzoo.data.latents import encode_dataset
+    from genzoo.data.shapes import ShapesDataset
+    from genzoo.errors import GenzooError
+    from genzoo.tokenizers import build_tokenizer
+
+    tok = build_tokenizer(f"vq:{vq_run}")
+    cache = encode_dataset(ShapesDataset(32, length=4), tok, tmp_path / "ids", progress=False)
+    assert LatentDataset(cache).meta["dtype"] == "int32"
+    with pytest.raises(GenzooError, match="use int32 for the ids of a discrete tokenizer"):
+        encode_dataset(ShapesDataset(32, length=4), tok, tmp_path / "f", dtype="float32")

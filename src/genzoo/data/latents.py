@@ -174,15 +174,25 @@ def encode_dataset(
     seed: int = 0,
     progress: bool = True,
     workers: int = 0,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> Path:
     """Encode every image of `dataset` and its mirror image with `tokenizer` into `out_dir`.
+
+    `dtype`: float32 / float16 latents, or int32 ids; None picks int32 for a discrete
+    tokenizer and float32 otherwise.
 
     Moves the tokenizer to `device`. Returns the cache folder. An existing finished cache made
     from the same data, tokenizer, seed and dtype is reused as is.
     """
     if getattr(dataset, "is_latent", False):
         raise GenzooError(f"{dataset.spec} already holds latents; encode an image dataset")
+    discrete = getattr(tokenizer, "discrete", False)
+    dtype = dtype or ("int32" if discrete else "float32")
+    if discrete != (dtype == "int32"):
+        raise GenzooError(
+            f"cache dtype {dtype!r} does not suit tokenizer {tokenizer.spec!r}: use int32 for the "
+            "ids of a discrete tokenizer and float32 / float16 for latents"
+        )
     if dtype not in DTYPES:
         raise GenzooError(f"latent cache dtype {dtype!r} is not supported; use one of {DTYPES}")
     out = Path(out_dir).expanduser()
@@ -299,7 +309,6 @@ def encode_command(
     dataset = build_dataset(data_spec, res, train=True, seed=seed, skip_bad=skip_bad)
     tokenizer = build_tokenizer(tokenizer_spec, scale)
     discrete = getattr(tokenizer, "discrete", False)
-    dtype = dtype or ("int32" if discrete else "float32")
     began = time.perf_counter()
     path = encode_dataset(
         dataset,
