@@ -20,3 +20,22 @@ def test_demo_runs_end_to_end(tmp_path):
     assert 0 <= saved["accuracy"] <= 1 and result["fd"] == saved["fd"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"]["spec"] == "shapes:centred" and saved["reference"].startswith("shapes:c")
+
+
+@pytest.mark.slow
+def test_the_autoregressive_demo_runs_end_to_end(tmp_path):
+    result = run_demo(tmp_path, family="ar", steps=3, quiet=True, per_class=2, classifier_steps=30)
+    for path in ("grid.png", "vq/config.json", "tokens/meta.json", "run/config.json"):
+        assert (tmp_path / path).is_file(), path
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["family"]["kind"] == "ar" and config["model"]["kind"] == "gpt"
+    assert config["tokenizer"] == {"kind": "vq", "source": str(tmp_path / "vq"), "ema": True}
+    assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (20, 32, 32, 3)
+    assert 0 <= result["accuracy"] <= 1 and np.isfinite(result["fd"])
+
+
+def test_a_demo_for_an_unknown_family_is_refused(tmp_path):
+    from genzoo.errors import GenzooError
+
+    with pytest.raises(GenzooError, match="no demo for family 'gann'; choose one of: flow, ar"):
+        run_demo(tmp_path, family="gann")

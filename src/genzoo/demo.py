@@ -11,8 +11,11 @@ right colours (about 20% recognised); with one pose the classes are clear (about
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEMO_PRESET = "dit-demo"
@@ -53,32 +56,59 @@ def demo_config(steps: int):
     return cfg
 
 
+def train_flow(out: Path, steps: int | None, device: str, quiet: bool) -> Path:
+    """The default recipe: a small DiT under flow matching on pixels."""
+    from genzoo.train.loop import train
+
+    cfg = demo_config(steps or DEMO_STEPS)
+    cfg.train.quiet = quiet
+    return train(cfg, out / "run", device=device)
+
+
+@dataclass
+class DemoRecipe:
+    what: str  # what is trained, for the progress line
+    train: Callable[[Path, int | None, str, bool], Path]  # (out, steps, device, quiet) → run
+    sample_options: dict = field(default_factory=dict)  # the report's sampling settings
+
+
+FLOW = DemoRecipe(
+    f"{DEMO_PRESET} (flow family)", train_flow, {"cfg": SAMPLE_CFG, "steps": SAMPLE_STEPS}
+)
+# family → "module:RECIPE", imported when chosen
+RECIPES = {"flow": "genzoo.demo:FLOW", "ar": "genzoo.demo_ar:AR"}
+
+
 def run_demo(
     out: str | Path = "runs-demo",
     *,
+    family: str = "flow",
     steps: int | None = None,
     device: str | None = None,
     quiet: bool = False,
     per_class: int = PER_CLASS,
     classifier_steps: int = CLASSIFIER_STEPS,
 ) -> dict:
+    """Train the `family` recipe on the embedded data, sample, evaluate, report."""
+    from genzoo.errors import GenzooError
     from genzoo.generate import make_labels, sample_to_npz
     from genzoo.metrics.classifier import classifier_report, train_classifier
     from genzoo.pipeline import load
     from genzoo.train.distributed import init_distributed
-    from genzoo.train.loop import train
 
+    if family not in RECIPES:
+        raise GenzooError(f"no demo for family {family!r}; choose one of: {', '.join(RECIPES)}")
+    module, _, name = RECIPES[family].partition(":")
+    recipe = getattr(importlib.import_module(module), name)
     out = Path(out)
     t0 = time.perf_counter()
-    cfg = demo_config(steps or DEMO_STEPS)
-    cfg.train.quiet = quiet
-    run = out / "run"
+    device = device or "cpu"
     say = (lambda *a: None) if quiet else print
-    say(f"[1/4] training {DEMO_PRESET} (flow family) on {DEMO_DATA} {DEMO_RES}x{DEMO_RES} → {run}")
-    train(cfg, run, device=device or "cpu")
+    say(f"[1/4] training {recipe.what} on {DEMO_DATA} {DEMO_RES}x{DEMO_RES} → {out}")
+    run = recipe.train(out, steps, device, quiet)
 
     say(f"[2/4] sampling {per_class} images per class into an ADM npz")
-    pipe = load(run, device=device or "cpu")
+    pipe = load(run, device=device)
     grid = out / "grid.png"  # the run's final grid: one row per class, EMA weights
     grid.write_bytes((run / "grid.png").read_bytes())
     labels = make_labels(None, pipe.num_classes, per_class, seed=0)
@@ -86,12 +116,11 @@ def run_demo(
         pipe,
         out / "samples.npz",
         labels,
-        d=init_distributed(device or "cpu"),
+        d=init_distributed(device),
         seed=0,
         batch_size=100,
         quiet=quiet,
-        cfg=SAMPLE_CFG,
-        steps=SAMPLE_STEPS,
+        **recipe.sample_options,
     )
 
     say("[3/4] training the shapes classifier (features for FD, and recognisability)")
