@@ -90,6 +90,11 @@ def cmd_train(args) -> int:
         cfg = preset(args.preset or "dit-s2")
     apply_overrides(cfg, _overrides(args, TRAIN_FLAGS, TRAIN_SWITCHES))
     run = train(cfg, out, device=args.device)
+    from genzoo.train.distributed import barrier, init_distributed, shutdown
+
+    d = init_distributed(args.device)  # the process group train() joined, if any
+    barrier(d)  # every rank has finished (rank 0 writes the last checkpoint and grid)
+    shutdown(d)  # leave the group before exit: gloo's threads must not outlive it
     if not cfg.train.quiet:
         print(f"run: {run}\ngrid: {run / 'grid.png'}")
     return 0
